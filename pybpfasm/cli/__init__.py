@@ -1,0 +1,1 @@
+"""The ``pybpfasm`` command line, one module per command family."""

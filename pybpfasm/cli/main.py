@@ -1,0 +1,58 @@
+"""Entry point of the ``pybpfasm`` command: dispatches to command modules.
+
+Each module in ``COMMAND_MODULES`` defines ``register(subparsers)`` which adds
+its subcommands and sets ``func`` on them. A user error is raised as
+``CliError`` (or any ``UserError``) and printed as one line, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+COMMAND_MODULES = ["asm", "prog", "map", "link", "net", "dump", "run", "mcast", "demo"]
+
+
+class CliError(Exception):
+    """A user error: printed as one line, no traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pybpfasm", description="Pure-Python eBPF toolchain")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"pybpfasm.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"pybpfasm.cli.{name}":
+                continue  # command family not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # user errors: one line, no traceback
+        from pybpfasm.errors import is_user_error
+
+        if not is_user_error(exc):
+            raise
+        print(f"pybpfasm: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

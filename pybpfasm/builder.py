@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from . import isa
 from .isa import Instruction, SourceLoc
@@ -81,15 +82,15 @@ class ProgramBuilder:
 
     items: list[Instruction | Label] = field(default_factory=list)
 
-    def emit(self, *insns: Instruction) -> "ProgramBuilder":
+    def emit(self, *insns: Instruction) -> ProgramBuilder:
         self.items.extend(insns)
         return self
 
-    def label(self, name: str) -> "ProgramBuilder":
+    def label(self, name: str) -> ProgramBuilder:
         self.items.append(Label(name))
         return self
 
-    def extend(self, items: Iterable[Instruction | Label]) -> "ProgramBuilder":
+    def extend(self, items: Iterable[Instruction | Label]) -> ProgramBuilder:
         self.items.extend(items)
         return self
 

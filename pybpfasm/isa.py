@@ -25,9 +25,10 @@ Templates use these placeholders (filled by ``pybpfasm.textfmt``):
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 # --------------------------------------------------------------------------
 # Encoding constants (RFC 9669 section 3 and 4); facts, shared with the kernel uapi.
@@ -319,7 +320,7 @@ def _mem_forms() -> Iterator[Form]:
 def _atomic_forms() -> Iterator[Form]:
     alu = [(AtomicOp.ADD, "+=", "add"), (AtomicOp.OR, "|=", "or"),
            (AtomicOp.AND, "&=", "and"), (AtomicOp.XOR, "^=", "xor")]
-    for size, bits, usz, width in ((Size.W, 32, "w", 32), (Size.DW, 64, "dw", 64)):
+    for size, bits, _usz, width in ((Size.W, 32, "w", 32), (Size.DW, 64, "dw", 64)):
         op = Class.STX | Mode.ATOMIC | size
         k64 = "64" if bits == 64 else ""
         for aop, sym, name in alu:
@@ -450,7 +451,7 @@ class Instruction:
     def encode(self) -> bytes:
         return encode(self)
 
-    def with_(self, **changes: Any) -> "Instruction":
+    def with_(self, **changes: Any) -> Instruction:
         """A copy with some fields changed (keeps ref and source unless given)."""
         from dataclasses import replace
 
@@ -544,7 +545,7 @@ def encode(insn: Instruction) -> bytes:
     return struct.pack("<BBhi", insn.opcode, regs, insn.off, insn.imm)
 
 
-def encode_program(insns: "list[Instruction] | tuple[Instruction, ...]") -> bytes:
+def encode_program(insns: list[Instruction] | tuple[Instruction, ...]) -> bytes:
     return b"".join(encode(i) for i in insns)
 
 

@@ -100,10 +100,10 @@ class ProgramBuilder:
 
 def _helper_ids() -> dict[str, int]:
     try:
-        from .helpers import HELPERS  # generated from the kernel uapi
+        from .helpers import helper_ids  # generated from the kernel uapi
     except ImportError:  # pragma: no cover - helpers table not built yet
         return {}
-    return {name: h.id for name, h in HELPERS.items()}
+    return helper_ids()  # both "map_lookup_elem" and "bpf_map_lookup_elem"
 
 
 def resolve(items: Sequence[Instruction | Label], helpers: dict[str, int] | None = None) -> list[Instruction]:

@@ -18,8 +18,16 @@ Templates use these placeholders (filled by ``pybpfasm.textfmt``):
 ``{off}``            memory offset, rendered ``+ 4`` / ``- 4`` (LLVM) or ``+4`` (kernel)
 ``{target}``         jump / call target: relative offset or a label
 ``{wdst}`` ``{wsrc}`` register always spelled ``wN`` (LLVM's alu32 spellings, accepted as aliases)
-``{helper}``         helper id or name
-``{kfunc}``          kfunc BTF id
+``{helper}``         helper id (or name)
+``{kfunc}``          kfunc BTF id (imm of a kfunc call)
+``{btf_fd}``         BTF fd index (off of a kfunc call), a plain number
+``{ximm}``           like ``{imm}``; the kernel prints it as unsigned hex (jump conditions)
+``{imm2}``           second half of a map-value ``ld_imm64`` (value offset)
+``{ind}``            ``rN`` or ``rN + imm`` (the index of a legacy LD_IND)
+
+Spellings were checked against ``llvm-objdump-19 -d --mcpu=v4`` (which prints
+``wN`` for 8/16/32-bit loads and stores), ``kernel/bpf/disasm.c`` and the
+bpf_conformance assembler (``lock fetch add32``, ``call local``, ``ja32``).
 """
 
 from __future__ import annotations
@@ -190,7 +198,7 @@ class Form:
     def fixed(self) -> dict[str, int]:
         """The fields whose value selects this form among same-opcode forms."""
         return {
-            k: v
+            k: int(v)
             for k, v in (("dst", self.dst), ("src", self.src), ("off", self.off), ("imm", self.imm))
             if isinstance(v, int) and not isinstance(v, bool)
         }
@@ -246,7 +254,7 @@ def _alu_forms() -> Iterator[Form]:
                    f"be{bits}", ("dst",))
         yield Form(f"bswap{bits}", Class.ALU64 | AluOp.END | Source.K, "reg", "zero", 0, bits,
                    f"{{rdst}} = bswap{bits} {{rdst}}", f"{{rdst}} = bswap{bits} {{rdst}}",
-                   f"swap{bits}", ("dst",))
+                   f"bswap{bits}", ("dst",))
 
 
 _JMP_CONDS = [
@@ -273,7 +281,7 @@ def _jmp_forms() -> Iterator[Form]:
                        uname + sfx, ("dst", "src", "target"), width)
             yield Form(f"{uname}{sfx}_k", cls | op | Source.K, "reg", "zero", "jump16", "imm",
                        f"if {{dst}} {sym} {{imm}} goto {{target}}",
-                       f"if {{dst}} {sym} {{imm}} goto {{target}}",
+                       f"if {{dst}} {sym} {{ximm}} goto {{target}}",
                        uname + sfx, ("dst", "imm", "target"), width)
     yield Form("ja", Class.JMP | JmpOp.JA, "zero", "zero", "jump16", "zero",
                "goto {target}", "goto {target}", "ja", ("target",))
@@ -283,10 +291,12 @@ def _jmp_forms() -> Iterator[Form]:
                "may_goto {target}", "may_goto {target}", "may_goto", ("target",))
     yield Form("call", Class.JMP | JmpOp.CALL, "zero", CallKind.HELPER, "zero", "helper",
                "call {helper}", "call {helper}", "call", ("helper",))
+    # LLVM prints a BPF-to-BPF call as "call -0x1" (assembling "call N" gives a helper call; use a label).
     yield Form("call_local", Class.JMP | JmpOp.CALL, "zero", CallKind.PSEUDO_CALL, "zero", "jump32",
-               "call {target}", "call {target}", "call_local", ("target",))
+               "call {target}", "call {target}", "call local", ("target",))
+    # LLVM has no spelling for a kfunc call (it emits a relocation); ours is "call_kfunc ID, BTF_FD".
     yield Form("call_kfunc", Class.JMP | JmpOp.CALL, "zero", CallKind.KFUNC, "btf_fd", "btf",
-               "call {kfunc}", "call kernel-function", "call_kfunc", ("kfunc",))
+               "call_kfunc {kfunc}, {btf_fd}", "call {kfunc}", "call runtime", ("kfunc",))
     yield Form("exit", Class.JMP | JmpOp.EXIT, "zero", "zero", "zero", "zero",
                "exit", "exit", "exit", ())
 
@@ -296,11 +306,12 @@ _SIZES = [(Size.B, 8, "b"), (Size.H, 16, "h"), (Size.W, 32, "w"), (Size.DW, 64, 
 
 def _mem_forms() -> Iterator[Form]:
     for size, bits, usz in _SIZES:
+        narrow = bits <= 32  # llvm-objdump --mcpu=v4 prints wN for zero-extending narrow loads/stores
         yield Form(f"ldx{usz}", Class.LDX | Mode.MEM | size, "reg", "reg", "mem", "zero",
-                   f"{{dst}} = *(u{bits} *)({{rsrc}} {{off}})",
-                   f"{{dst}} = *(u{bits} *)({{rsrc}} {{off}})",
+                   f"{{{'wdst' if narrow else 'rdst'}}} = *(u{bits} *)({{rsrc}} {{off}})",
+                   f"{{rdst}} = *(u{bits} *)({{rsrc}} {{off}})",
                    f"ldx{usz}", ("dst", "src_mem"),
-                   alias_llvm=(f"{{wdst}} = *(u{bits} *)({{rsrc}} {{off}})",) if bits <= 32 else ())
+                   alias_llvm=(f"{{rdst}} = *(u{bits} *)({{rsrc}} {{off}})",) if narrow else ())
         if size != Size.DW:
             yield Form(f"ldxs{usz}", Class.LDX | Mode.MEMSX | size, "reg", "reg", "mem", "zero",
                        f"{{dst}} = *(s{bits} *)({{rsrc}} {{off}})",
@@ -311,10 +322,10 @@ def _mem_forms() -> Iterator[Form]:
                    f"*(u{bits} *)({{rdst}} {{off}}) = {{imm}}",
                    f"st{usz}", ("dst_mem", "imm"))
         yield Form(f"stx{usz}", Class.STX | Mode.MEM | size, "reg", "reg", "mem", "zero",
-                   f"*(u{bits} *)({{rdst}} {{off}}) = {{src}}",
+                   f"*(u{bits} *)({{rdst}} {{off}}) = {{{'wsrc' if narrow else 'rsrc'}}}",
                    f"*(u{bits} *)({{rdst}} {{off}}) = {{rsrc}}",
                    f"stx{usz}", ("dst_mem", "src"),
-                   alias_llvm=(f"*(u{bits} *)({{rdst}} {{off}}) = {{wsrc}}",) if bits <= 32 else ())
+                   alias_llvm=(f"*(u{bits} *)({{rdst}} {{off}}) = {{rsrc}}",) if narrow else ())
 
 
 def _atomic_forms() -> Iterator[Form]:
@@ -327,45 +338,48 @@ def _atomic_forms() -> Iterator[Form]:
             yield Form(f"atomic_{name}{bits}", op, "reg", "reg", "mem", int(aop),
                        f"lock *(u{bits} *)({{rdst}} {{off}}) {sym} {{src}}",
                        f"lock *(u{bits} *)({{rdst}} {{off}}) {sym} {{rsrc}}",
-                       f"lock_{name}{'32' if bits == 32 else ''}", ("dst_mem", "src"), width)
+                       f"lock {name}{'32' if bits == 32 else ''}", ("dst_mem", "src"), width)
             yield Form(f"atomic_fetch_{name}{bits}", op, "reg", "reg", "mem", int(aop | AtomicOp.FETCH),
                        f"{{src}} = atomic_fetch_{name}((u{bits} *)({{rdst}} {{off}}), {{src}})",
                        f"{{rsrc}} = atomic{k64}_fetch_{name}((u{bits} *)({{rdst}} {{off}}), {{rsrc}})",
-                       f"lock_fetch_{name}{'32' if bits == 32 else ''}", ("dst_mem", "src"), width)
+                       f"lock fetch {name}{'32' if bits == 32 else ''}", ("dst_mem", "src"), width)
         xs = "xchg_64" if bits == 64 else "xchg32_32"
         cs = "cmpxchg_64" if bits == 64 else "cmpxchg32_32"
         w0 = "r0" if bits == 64 else "w0"
         yield Form(f"atomic_xchg{bits}", op, "reg", "reg", "mem", int(AtomicOp.XCHG),
                    f"{{src}} = {xs}({{rdst}} {{off}}, {{src}})",
                    f"{{rsrc}} = atomic{k64}_xchg((u{bits} *)({{rdst}} {{off}}), {{rsrc}})",
-                   f"lock_xchg{'32' if bits == 32 else ''}", ("dst_mem", "src"), width)
+                   f"lock xchg{'32' if bits == 32 else ''}", ("dst_mem", "src"), width)
         yield Form(f"atomic_cmpxchg{bits}", op, "reg", "reg", "mem", int(AtomicOp.CMPXCHG),
                    f"{w0} = {cs}({{rdst}} {{off}}, {w0}, {{src}})",
                    f"r0 = atomic{k64}_cmpxchg((u{bits} *)({{rdst}} {{off}}), r0, {{rsrc}})",
-                   f"lock_cmpxchg{'32' if bits == 32 else ''}", ("dst_mem", "src"), width)
+                   f"lock cmpxchg{'32' if bits == 32 else ''}", ("dst_mem", "src"), width)
 
 
 def _ld_forms() -> Iterator[Form]:
+    # Pseudo sources other than 0 have no LLVM spelling (LLVM emits relocations); ours name the source.
+    # The kernel prints every ld_imm64 as "rN = <imm>" (a callback may print map[id:N]).
     kinds = [
-        (Pseudo.IMM, "lddw", "{dst} = {imm64} ll", "{dst} = {imm64}"),
-        (Pseudo.MAP_FD, "lddw_map_fd", "{dst} = map_fd({imm64}) ll", "{dst} = map[fd:{imm64}]"),
-        (Pseudo.MAP_VALUE, "lddw_map_value", "{dst} = map_value({imm64}) ll", "{dst} = map[fd:{imm64}]"),
-        (Pseudo.BTF_ID, "lddw_btf_id", "{dst} = btf_id({imm64}) ll", "{dst} = btf_id({imm64})"),
-        (Pseudo.FUNC, "lddw_func", "{dst} = func({imm64}) ll", "{dst} = func({imm64})"),
-        (Pseudo.MAP_IDX, "lddw_map_idx", "{dst} = map_idx({imm64}) ll", "{dst} = map_idx({imm64})"),
-        (Pseudo.MAP_IDX_VALUE, "lddw_map_idx_value", "{dst} = map_idx_value({imm64}) ll",
-         "{dst} = map_idx_value({imm64})"),
+        (Pseudo.IMM, "lddw", "{dst} = {imm64} ll", ("dst", "imm64")),
+        (Pseudo.MAP_FD, "lddw_map_fd", "{dst} = map_fd({imm64}) ll", ("dst", "imm64")),
+        (Pseudo.MAP_VALUE, "lddw_map_value", "{dst} = map_value({imm64}, {imm2}) ll", ("dst", "imm64", "imm2")),
+        (Pseudo.BTF_ID, "lddw_btf_id", "{dst} = btf_id({imm64}) ll", ("dst", "imm64")),
+        (Pseudo.FUNC, "lddw_func", "{dst} = func({imm64}) ll", ("dst", "imm64")),
+        (Pseudo.MAP_IDX, "lddw_map_idx", "{dst} = map_idx({imm64}) ll", ("dst", "imm64")),
+        (Pseudo.MAP_IDX_VALUE, "lddw_map_idx_value", "{dst} = map_idx_value({imm64}, {imm2}) ll",
+         ("dst", "imm64", "imm2")),
     ]
-    for pseudo, name, llvm, kernel in kinds:
+    for pseudo, name, llvm, operands in kinds:
         yield Form(name, Class.LD | Mode.IMM | Size.DW, "reg", int(pseudo), "zero", "imm64",
-                   llvm, kernel, name, ("dst", "imm64"), wide=True)
-    # Legacy packet access (decoded, assembled, never emitted by the DSL).
+                   llvm, "{rdst} = {imm64}", name, operands, wide=True)
+    # Legacy packet access (decoded, assembled, never emitted by the DSL). LLVM spells LD_IND
+    # without an immediate ("skb[r1]"), so {ind} prints "rN + imm" only when imm is not 0.
     for size, bits, usz in _SIZES[:3]:
         yield Form(f"ldabs{usz}", Class.LD | Mode.ABS | size, "zero", "zero", "zero", "imm",
                    f"r0 = *(u{bits} *)skb[{{imm}}]", f"r0 = *(u{bits} *)skb[{{imm}}]",
                    f"ldabs{usz}", ("imm",))
         yield Form(f"ldind{usz}", Class.LD | Mode.IND | size, "zero", "reg", "zero", "imm",
-                   f"r0 = *(u{bits} *)skb[{{rsrc}} + {{imm}}]",
+                   f"r0 = *(u{bits} *)skb[{{ind}}]",
                    f"r0 = *(u{bits} *)skb[{{rsrc}} + {{imm}}]",
                    f"ldind{usz}", ("src", "imm"))
 

@@ -1,0 +1,130 @@
+"""What the downstream program tells the controller, and the counters both programs keep.
+
+One ring-buffer record per IGMP message (v1/v2 report, v2 leave, query) or per
+IGMPv3 group record. Records are variable-sized: a 16-byte header followed by
+*all* the record's sources (``nsrcs`` be32 addresses), so no source is ever cut.
+Addresses stay in network byte order as 4-byte strings: they are the map keys
+as-is and print with ``socket.inet_ntoa``.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+from pybpfasm.layout import Bytes, Struct, u8, u16, u32, u64
+
+
+class EventHeader(Struct):
+    """``struct igmp_event`` as the downstream program writes it (sources follow)."""
+
+    ifindex = u32       # downstream port the IGMP message arrived on
+    host = Bytes(4)     # reporter (IP source), network order
+    group = Bytes(4)    # group address, network order (0.0.0.0 in a general query)
+    igmp_type = u8      # IgmpType
+    record_type = u8    # RecordType for IGMPv3 records, 0 otherwise
+    nsrcs = u16         # sources following the header
+
+
+HEADER = struct.Struct("=I4s4sBBH")
+assert HEADER.size == EventHeader.size == 16
+MAX_EVENT_SIZE = HEADER.size + 4 * 366  # an IGMP message fits one 1500-byte frame
+
+
+class IgmpType(IntEnum):
+    QUERY = 0x11
+    V1_REPORT = 0x12
+    V2_REPORT = 0x16
+    V2_LEAVE = 0x17
+    V3_REPORT = 0x22
+
+
+class RecordType(IntEnum):
+    """RFC 3376 group record types."""
+
+    MODE_IS_INCLUDE = 1
+    MODE_IS_EXCLUDE = 2
+    CHANGE_TO_INCLUDE = 3
+    CHANGE_TO_EXCLUDE = 4
+    ALLOW_NEW_SOURCES = 5
+    BLOCK_OLD_SOURCES = 6
+
+
+@dataclass(frozen=True)
+class Event:
+    ifindex: int
+    host: bytes
+    group: bytes
+    igmp_type: int
+    record_type: int
+    sources: tuple[bytes, ...] = ()
+
+    def __str__(self) -> str:
+        kind = IgmpType(self.igmp_type).name if self.igmp_type in IgmpType._value2member_map_ else hex(self.igmp_type)
+        rec = f" {RecordType(self.record_type).name}" if self.record_type in RecordType._value2member_map_ else ""
+        srcs = ",".join(socket.inet_ntoa(s) for s in self.sources)
+        return (f"if{self.ifindex} {socket.inet_ntoa(self.host)} {kind}{rec} {socket.inet_ntoa(self.group)}"
+                + (f" {{{srcs}}}" if srcs else ""))
+
+
+def decode_event(record: bytes | memoryview) -> Event:
+    """One ring-buffer record -> Event (sources split into 4-byte strings)."""
+    ifindex, host, group, igmp_type, record_type, nsrcs = HEADER.unpack_from(record, 0)
+    raw = bytes(record[16:16 + 4 * nsrcs])
+    if len(raw) != 4 * nsrcs:
+        raise ValueError(f"event claims {nsrcs} sources but carries {len(raw) // 4}")
+    sources = tuple(raw[i:i + 4] for i in range(0, len(raw), 4))
+    return Event(ifindex, host, group, igmp_type, record_type, sources)
+
+
+class DownstreamStat(IntEnum):
+    """Per-CPU u64 counters of the downstream program (index in ``dn_stats``)."""
+
+    PASSED = 0              # not IGMP, not redirected multicast: to the stack
+    IGMP = 1                # IGMP messages seen
+    EVENTS = 2              # records written to the ring buffer
+    EVENTS_LOST = 3         # ring buffer full: record dropped
+    BAD_IP_HEADER = 4       # IHL < 5, version != 4, total length beyond the frame
+    TRUNCATED = 5           # IGMP shorter than 8 bytes
+    BAD_LENGTH = 6          # IGMP length not a multiple of 4, or larger than a frame
+    BAD_CHECKSUM = 7
+    BAD_NGREC = 8           # a group record header runs past the message
+    BAD_NSRCS = 9           # a group record's sources/aux data run past the message
+    TRAILING = 10           # bytes after the last group record
+    BAD_GROUP = 11          # report/record for a non-multicast address
+    UNKNOWN_TYPE = 12       # IGMP type we do not handle (dropped, not malformed)
+    MCAST_FORWARDED = 13    # multicast data from a downstream host, redirected
+    MCAST_UNKNOWN = 14      # multicast data from a downstream host, no subscriber
+
+
+MALFORMED = (DownstreamStat.BAD_IP_HEADER, DownstreamStat.TRUNCATED, DownstreamStat.BAD_LENGTH,
+             DownstreamStat.BAD_CHECKSUM, DownstreamStat.BAD_NGREC, DownstreamStat.BAD_NSRCS,
+             DownstreamStat.TRAILING, DownstreamStat.BAD_GROUP)
+N_DOWNSTREAM_STATS = len(DownstreamStat)
+
+
+class UpstreamStat(IntEnum):
+    """Per-CPU {packets, bytes} counters of the upstream program (index in ``up_stats``)."""
+
+    FORWARDED = 0
+    UNKNOWN_GROUP = 1
+    PASSED = 2
+
+
+N_UPSTREAM_STATS = len(UpstreamStat)
+
+
+class PacketCounter(Struct):
+    """Value of ``up_stats`` and ``group_stats`` (one per CPU)."""
+
+    packets = u64
+    bytes = u64
+
+
+# Limits shared by the programs and the controller.
+MAX_IGMP_LEN = 1480          # IGMP message bytes the downstream program accepts
+MAX_PORTS = 256              # ports per group (inner devmap size)
+MAX_GROUPS = 4096            # groups (outer hash-of-maps size)
+RING_SIZE = 1 << 20          # ring buffer bytes

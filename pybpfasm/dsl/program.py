@@ -1,0 +1,188 @@
+"""``@xdp`` programs: trace once, allocate registers, clean up, resolve, load.
+
+Pipeline: trace the function (and every ``@subprog`` it calls) into IR over
+virtual registers -> per function: dead-code elimination, register allocation
+with coalescing and spilling -> jump threading / dead-block removal -> one
+list of ``isa.Instruction`` and ``Label`` items (main first, then
+subprograms) -> ``builder.resolve`` (labels and helper names) -> the loader
+patches map fds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..builder import Label, MapRef, resolve
+from ..isa import FORMS_BY_NAME, Instruction, SourceLoc, make
+from .core import Builder, DslError, Function, building, error
+from .ir import R1, Item, Op
+from .opt import optimize
+from .packet import Packet
+from .regalloc import allocate
+
+
+@dataclass
+class Compiled:
+    items: list[Instruction | Label]
+    maps: list[Any] = field(default_factory=list)
+
+    @property
+    def instructions(self) -> list[Instruction]:
+        """Resolved instructions (labels and helper names replaced; map refs left for the loader)."""
+        return resolve(self.items)
+
+
+def _lower(fn: Function) -> list[Instruction | Label]:
+    items = allocate(fn.items, fn.vreg, lambda: fn.alloc(8, 8))
+    items = optimize(items)
+    out: list[Instruction | Label] = []
+    for it in items:
+        if isinstance(it, Label):
+            out.append(it)
+            continue
+        out.append(_to_insn(it))
+    return out
+
+
+def _to_insn(op: Op) -> Instruction:
+    form = FORMS_BY_NAME[op.form]
+    kw: dict[str, Any] = {"dst": op.dst, "src": op.src, "ref": op.ref, "source": op.source}
+    if form.off in ("mem",) or (isinstance(form.off, str) and form.off == "btf_fd"):
+        kw["off"] = op.off
+    if form.imm not in ("zero",) and not isinstance(form.imm, int):
+        kw["imm"] = op.imm
+    if form.src != "reg":
+        kw.pop("src")
+    if form.dst != "reg":
+        kw.pop("dst")
+    return make(op.form, **kw)
+
+
+class XdpProgram:
+    """An XDP program written as a Python function taking the packet."""
+
+    prog_type = "XDP"
+
+    def __init__(self, fn: Callable[..., Any], name: str | None = None, license: str = "GPL"):  # noqa: A002
+        self.fn = fn
+        self.name = (name or fn.__name__)[:15]
+        self.license = license
+        self._compiled: Compiled | None = None
+
+    def __repr__(self) -> str:
+        return f"<XdpProgram {self.name}>"
+
+    def compile(self) -> Compiled:
+        """Trace and compile (cached)."""
+        if self._compiled is None:
+            self._compiled = self._build()
+        return self._compiled
+
+    @property
+    def items(self) -> list[Instruction | Label]:
+        return self.compile().items
+
+    @property
+    def instructions(self) -> list[Instruction]:
+        return self.compile().instructions
+
+    def _build(self) -> Compiled:
+        b = Builder(self)
+        b.pending_subprogs = []  # type: ignore[attr-defined]
+        with building(b):
+            ctx = b.vreg()
+            b.emit("mov64_x", ctx, R1, loc=_def_loc(self.fn))
+            b.packet = Packet(ctx)
+            ret = self.fn(b.packet)
+            b.flush_chain()
+            if b.loops:
+                raise error("a Range loop was left with Python break: use Break()", b.loops[-1].loc)
+            if not b.terminated:
+                if ret is None:
+                    raise DslError(f"program {self.fn.__name__} can reach its end without Return(action)",
+                                   _def_loc(self.fn))
+                from .core import Return
+                Return(ret)
+            functions = [b.fn]
+            done = 0
+            while done < len(b.pending_subprogs):  # type: ignore[attr-defined]
+                sp = b.pending_subprogs[done]  # type: ignore[attr-defined]
+                done += 1
+                f = sp.trace(b)
+                f.entry = b.subprogs[sp]  # type: ignore[attr-defined]
+                functions.append(f)
+        items: list[Instruction | Label] = []
+        for f in functions:
+            if not f.is_main:
+                items.append(f.entry)  # type: ignore[attr-defined]
+            items.extend(_lower(f))
+        maps: list[Any] = []
+        for it in items:
+            if isinstance(it, Instruction) and isinstance(it.ref, MapRef) and all(it.ref.map is not m for m in maps):
+                maps.append(it.ref.map)
+        return Compiled(items, maps)
+
+    # -- loading (delegates to pybpfasm.program when available)
+    def load(self, **kw: Any) -> Any:
+        """Load into the kernel: returns ``pybpfasm.program.Program`` (or a minimal fallback with ``fd``)."""
+        try:
+            from ..program import Program  # type: ignore[attr-defined]
+        except ImportError:
+            Program = None  # noqa: N806
+        if Program is not None and hasattr(Program, "load"):
+            return Program.load(self.instructions, prog_type=self.prog_type, name=self.name,
+                                license=self.license, **kw)
+        return _fallback_load(self, **kw)
+
+
+def _def_loc(fn: Any) -> SourceLoc:
+    code = fn.__code__
+    return SourceLoc(code.co_filename, code.co_firstlineno)
+
+
+class _Loaded:
+    """Minimal loaded program (used only until pybpfasm.program exists)."""
+
+    def __init__(self, fd: Any, insns: list[Instruction]):
+        self.fd = fd
+        self.insns = insns
+
+    def test_run(self, data: bytes, repeat: int = 1) -> Any:
+        from ..syscall import prog_test_run
+        return prog_test_run(self.fd, data, repeat=repeat)
+
+    def close(self) -> None:
+        self.fd.close()
+
+
+def _fallback_load(prog: XdpProgram, log_size: int = 1 << 22, **_: Any) -> _Loaded:
+    from ..isa import Pseudo, encode_program
+    from ..syscall import BPFError, prog_load
+    insns = prog.instructions
+    patched = []
+    for i in insns:
+        if isinstance(i.ref, MapRef):
+            fd = int(i.ref.map.fd)
+            if i.ref.value_offset is not None:
+                i = i.with_(src=Pseudo.MAP_VALUE, imm=fd, imm2=i.ref.value_offset)
+            else:
+                i = i.with_(imm=fd)
+        patched.append(i)
+    try:
+        res = prog_load("XDP", encode_program(patched), prog.license, name=prog.name, log_level=1, log_size=log_size)
+    except BPFError as exc:
+        log = getattr(exc, "log", "")
+        raise DslError(f"verifier rejected {prog.name}: {exc}\n{log[-3000:]}") from None
+    return _Loaded(res.fd, patched)
+
+
+def xdp(fn: Callable[..., Any] | None = None, *, name: str | None = None, license: str = "GPL") -> Any:  # noqa: A002
+    """Decorator: ``@xdp`` or ``@xdp(name="fwd")`` turns ``def prog(pkt): ...`` into an XdpProgram."""
+    if fn is None:
+        return lambda f: XdpProgram(f, name, license)
+    return XdpProgram(fn, name, license)
+
+
+_ = (Item,)

@@ -65,14 +65,15 @@ class Controller:
         if not batch:
             return 0
         apply, ports, any_port = self.membership.apply, self.ports, self.any_port
-        for t in batch:
-            port = t[0]
-            if not any_port and port not in ports:
-                self.ignored += 1
-                continue
-            change = apply(port, t[1], t[2], t[3], t[4], _split_sources(t[6]) if len(t) == 7 else ())
-            if change is not None:
-                self._change(change, t[1])
+        with self.sync.batch():  # group creations/removals: one outer-map write each way per batch
+            for t in batch:
+                port = t[0]
+                if not any_port and port not in ports:
+                    self.ignored += 1
+                    continue
+                change = apply(port, t[1], t[2], t[3], t[4], _split_sources(t[6]) if len(t) == 7 else ())
+                if change is not None:
+                    self._change(change, t[1])
         n = len(batch)
         self.events += n
         return n

@@ -2,12 +2,16 @@
 and ubpf / bpf_conformance syntax.
 
 The parsers are compiled from the templates of ``isa.FORMS``; nothing here lists opcodes.
-Each template becomes (a) *skeletons*, the line with every digit run turned into ``9``,
-hex numbers into ``0`` first, label references into ``L`` and blanks removed (``r1 += -5``
--> ``r9+=-9``), (b) a regular expression extracting the operands, and (c) a small
-generated function turning the captured text into encoding fields.  Assembling computes the
-skeletons of the whole input with a few C-speed passes, then each line costs one dict
-lookup, one regex match and one call: that keeps 100,000 lines near ``llvm-mc``'s time.
+Each template becomes
+
+* *skeletons*: the line with hex numbers turned into ``0``, every digit run into ``9``,
+  label references into ``L`` and blanks removed (``r1 += -5`` -> ``r9+=-9``);
+* a regular expression extracting the operands from the blank-free line;
+* a small generated function turning the captured text into the encoded bytes.
+
+Assembling computes the skeletons of the whole input with a few C-speed passes; each line
+then costs one dict lookup, one regex match and one call.  That keeps 100,000 lines close
+to ``llvm-mc``'s time (see ``bench/asm_speed.py``).
 """
 
 from __future__ import annotations
@@ -29,25 +33,29 @@ _HEX_OR_DEC = r"(?:0[xX][0-9a-fA-F]+|\d+)"
 _NUM = r"[+-]?" + _HEX_OR_DEC  # lines are matched with blanks removed
 _IDENT = r"[A-Za-z_.$][\w.$]*"
 
-# Whole-text passes computing skeletons: strip comments, label references -> "L", hex -> "0",
-# every digit -> "9" (blanks dropped), runs of 9 -> "9".  "r1 += -5" becomes "r9+=-9".
 _COMMENT_RE = re.compile(r"(?:#|//|;)[^\n]*")
 _LABEL_REF_RE = re.compile(r"(goto|gotol|may_goto|call|ja|ja32|local)[ \t]+(?!pc[+-]|local\b|runtime\b|helper\b)"
                            + _IDENT)
 _UBPF_TAIL_LABEL_RE = re.compile(r",[ \t]*" + _IDENT + r"[ \t]*$", re.M)
 _HEX_RE = re.compile(r"0[xX][0-9a-fA-F]+")
+# Words after which a label may follow (checked on a skeleton before the label-aware pass).
+_LABEL_WORDS_RE = re.compile(r"goto|call|ja|local|,[A-Za-z_.$]")
 _DIGITS = str.maketrans("0123456789", "9999999999", " \t")
 _NINES_RE = re.compile(r"99+")
+_BLANKS = str.maketrans("", "", " \t")
 
-_LABEL_DEF_RE = re.compile(r"[ \t]*(" + _IDENT + r")[ \t]*:")
-_KERNEL_PREFIX_RE = re.compile(r"[ \t]*(?:\d+:[ \t]*)?\(([0-9a-fA-F]{2})\)[ \t]*")
+_LABEL_DEF_RE = re.compile(r"(" + _IDENT + r"):")  # on blank-free lines
+_KERNEL_PREFIX_RE = re.compile(r"(?:\d+:)?(?:\(([0-9a-fA-F]{2})\))?")  # "0:" index and/or "(bf)" opcode
 _BAD_REG_RE = re.compile(r"%?\b[rw](\d+)\b")
 
 
-def _skeletons(text: str, syntax: str) -> str:
-    text = _LABEL_REF_RE.sub(r"\1 L", text)
-    if syntax == "ubpf":
-        text = _UBPF_TAIL_LABEL_RE.sub(",L", text)
+def _skeletons(text: str, syntax: str, labels: bool) -> str:
+    """Skeletons of every line of ``text``.  Label references are rare, so the whole-input pass
+    skips them (``labels=False``) and lines whose skeleton is unknown are retried with them."""
+    if labels:
+        text = _LABEL_REF_RE.sub(r"\1 L", text)
+        if syntax == "ubpf":
+            text = _UBPF_TAIL_LABEL_RE.sub(",L", text)
     return _NINES_RE.sub("9", _HEX_RE.sub("0", text).translate(_DIGITS))
 
 
@@ -82,7 +90,7 @@ def _samples(name: str, form: Form, syntax: str) -> list[str]:
 
 
 def _group(name: str, form: Form, syntax: str, seen: set[str]) -> str:
-    """The regex of one placeholder; repeated registers must repeat (backreference)."""
+    """The regex of one placeholder; a repeated register must repeat (backreference)."""
     if name in _REG_NAMES:
         field = _REG_NAMES[name]
         prefix = re.escape(_reg_prefix(name, form, syntax))
@@ -117,33 +125,8 @@ def _group(name: str, form: Form, syntax: str, seen: set[str]) -> str:
     raise ValueError(f"{form.name}: unknown placeholder {{{name}}}")
 
 
-def _literal_regex(text: str) -> str:
-    return re.escape(text.replace(" ", ""))
-
-
-# Operand kinds of a pattern's groups (what a captured text becomes).
+# What a captured group becomes.
 _DST, _SRC, _IMM, _OFF, _OFF_OPT, _IMM64, _IMM64_U32, _IMM2, _TARGET16, _TARGET32, _HELPER, _BTF_FD = range(12)
-
-
-def _kind(group: str, form: Form) -> int:
-    if group == "dst":
-        return _DST
-    if group == "src":
-        return _SRC
-    if group == "imm":
-        return _IMM
-    if group == "off":
-        return _BTF_FD if form.off == "btf_fd" else _OFF
-    if group == "imm64":
-        return _IMM64_U32 if form.src in (isa.Pseudo.MAP_VALUE, isa.Pseudo.MAP_IDX_VALUE) else _IMM64
-    if group == "imm2":
-        return _IMM2
-    if group == "target":
-        return _TARGET16 if form.off == "jump16" else _TARGET32
-    if group == "helper":
-        return _HELPER
-    raise ValueError(group)
-
 
 _BOUNDS = {
     _IMM: (-(1 << 31), (1 << 32) - 1, "immediate"),  # LLVM accepts 0xffffffff for -1
@@ -159,113 +142,150 @@ _BOUNDS = {
 }
 
 
+def _kind(group: str, form: Form, syntax: str) -> int:
+    if group == "dst":
+        return _DST
+    if group == "src":
+        return _SRC
+    if group == "imm":
+        return _IMM
+    if group == "off":
+        if form.off == "btf_fd":
+            return _BTF_FD
+        return _OFF_OPT if syntax == "ubpf" else _OFF
+    if group == "imm64":
+        return _IMM64_U32 if form.src in (isa.Pseudo.MAP_VALUE, isa.Pseudo.MAP_IDX_VALUE) else _IMM64
+    if group == "imm2":
+        return _IMM2
+    if group == "target":
+        return _TARGET16 if form.off == "jump16" else _TARGET32
+    if group == "helper":
+        return _HELPER
+    raise ValueError(group)
+
+
 def _num(text: str) -> int:
-    """An integer literal as LLVM writes it: optional sign (maybe spaced), decimal or 0x hex."""
-    if " " in text or "\t" in text:
-        text = text.replace(" ", "").replace("\t", "")
+    """An integer literal as LLVM writes it: optional sign, decimal or 0x hex."""
     if "x" in text or "X" in text:
         return int(text, 16)
     return int(text)
 
 
-def _emitter_source(plan: tuple[tuple[int, int], ...], slots: int) -> str:
-    """Python source of a factory of functions turning one match into a row.
+_SLOT = struct.Struct("<BBhi")
+_WIDE = struct.Struct("<BBhIBBhI")
+
+
+def _emitter_source(plan: tuple[tuple[int, int], ...], wide: int) -> str:
+    """Python source of a factory of functions turning one match into bytes.
 
     Generated because it runs once per input line; shared by every form with the same plan
-    (the form and its fixed field values are the factory's arguments).
+    (the form's opcode and fixed field values are the factory's arguments).  ``wide`` is 0
+    for one slot, 1 for ``ld_imm64``, 2 for ``ld_imm64`` whose second half is ``imm2``.
     """
-    body = ["    dst, src, off, imm, imm2, ref, ref_col = d0, d1, d2, d3, 0, None, 0", "    g = m.groups()"]
+    body = ["dst, src, off, imm, imm2, ref = d0, d1, d2, d3, 0, None", "g = m.groups()"]
     for i, kind in plan:
         if kind in (_DST, _SRC):
             var = "dst" if kind == _DST else "src"
-            body += [f"    {var} = int(g[{i}])", f"    if {var} > 10: raise asm.bad_register(m, {i}, lineno)"]
+            body += [f"{var} = int(g[{i}])", f"if {var} > 10: raise asm.bad_register(m, {i}, lineno)"]
             continue
         lo, hi, _ = _BOUNDS[kind]
         check = f"if not {lo} <= v <= {hi}: raise asm.out_of_range(m, {i}, {kind}, lineno)"
-        body += [f"    t = g[{i}]", "    if t:"]
+        body += [f"t = g[{i}]", "if t:"]
         if kind in (_TARGET16, _TARGET32, _HELPER):
             assign = "off = v" if kind == _TARGET16 else "imm = v - 4294967296 if v >= 2147483648 else v"
-            body += ["        if t[0].isdigit() or t[0] in '+-':", "            v = _num(t)", f"            {check}",
-                     f"            {assign}", "        else:", f"            ref, ref_col = t, asm.column(lineno, m.start({i + 1}))"]
+            body += ["    if t[0].isdigit() or t[0] in '+-':", "        v = int(t, 16) if 'x' in t or 'X' in t else int(t)", f"        {check}",
+                     f"        {assign}", "    else:", f"        ref = (t, m.start({i + 1}))"]
             continue
         assign = {
             _IMM: "imm = v - 4294967296 if v >= 2147483648 else v",
             _OFF: "off = v", _OFF_OPT: "off = v", _BTF_FD: "off = v",
             _IMM64: "imm = v & 0xFFFFFFFFFFFFFFFF", _IMM64_U32: "imm = v", _IMM2: "imm2 = v & 0xFFFFFFFF",
         }[kind]
-        body += ["        v = _num(t)", f"        {check}", f"        {assign}"]
-    body += ["    rows.append([form, dst, src, off, imm, imm2, lineno, ref, ref_col])", f"    asm.pc += {slots}"]
-    return ("def make(form, d0, d1, d2, d3):\n def emit(asm, m, lineno, rows):\n"
-            + "\n".join(" " + line for line in body) + "\n return emit\n")
+        body += ["    v = int(t, 16) if 'x' in t or 'X' in t else int(t)", f"    {check}", f"    {assign}"]
+    if wide:
+        hi = "imm2" if wide == 2 else "imm >> 32"
+        pack = f"pack_wide(opcode, (src << 4) | dst, off, imm & 0xFFFFFFFF, 0, 0, 0, {hi})"
+        body += ["asm.wide += 1"]
+    else:
+        pack = "pack(opcode, (src << 4) | dst, off, imm)"
+    body += ["if ref is None:", f"    out.append({pack})", "else:",
+             "    asm.defer(form, dst, src, off, imm, imm2, lineno, ref)"]
+    return ("def make(form, opcode, d0, d1, d2, d3):\n    def emit(asm, m, lineno, out):\n"
+            + "".join(f"        {line}\n" for line in body) + "    return emit\n")
 
 
 _FACTORIES: dict[tuple[tuple[tuple[int, int], ...], int], Callable[..., Callable[..., None]]] = {}
 
 
 def _emitter(form: Form, plan: tuple[tuple[int, int], ...]) -> Callable[..., None]:
-    slots = 2 if form.wide else 1
-    key = (plan, slots)
+    wide = 0
+    if form.wide:
+        wide = 2 if form.src in (isa.Pseudo.MAP_VALUE, isa.Pseudo.MAP_IDX_VALUE) else 1
+    key = (plan, wide)
     if key not in _FACTORIES:
-        namespace: dict[str, object] = {"_num": _num}
-        exec(_emitter_source(plan, slots), namespace)  # noqa: S102 - our own generated code
+        namespace: dict[str, object] = {"_num": _num, "pack": _SLOT.pack, "pack_wide": _WIDE.pack}
+        exec(_emitter_source(plan, wide), namespace)  # noqa: S102 - our own generated code
         _FACTORIES[key] = namespace["make"]  # type: ignore[assignment]
     fixed = form.fixed
-    return _FACTORIES[key](form, fixed.get("dst", 0), fixed.get("src", 0), fixed.get("off", 0), fixed.get("imm", 0))
+    return _FACTORIES[key](form, form.opcode, fixed.get("dst", 0), fixed.get("src", 0), fixed.get("off", 0),
+                           fixed.get("imm", 0))
 
 
 class _Pattern:
-    """One spelling of one form.  The regex and the emitter are built on first use, which keeps
-    start-up fast (most programs use a few dozen of the ~350 spellings)."""
+    """One spelling of one form.  ``match`` compiles the regex and the emitter on first use,
+    which keeps start-up fast (a program uses a few dozen of the ~350 spellings)."""
 
-    __slots__ = ("form", "source", "template", "syntax", "_regex", "emit")
+    __slots__ = ("form", "source", "template", "syntax", "match", "emit")
 
     def __init__(self, form: Form, source: str, template: str, syntax: str):
         self.form = form
         self.source = source
         self.template = template
         self.syntax = syntax
-        self._regex: re.Pattern[str] | None = None
-        self.emit: Callable[..., None] | None = None
+        self.match: Callable[[str], re.Match[str] | None] = self._first_match
+        self.emit: Callable[..., None] = self._no_emit
 
-    @property
-    def regex(self) -> re.Pattern[str]:
-        if self._regex is None:
-            regex = re.compile(self.source)
-            plan = []
-            for group, index in sorted(regex.groupindex.items(), key=lambda kv: kv[1]):
-                kind = _kind(group, self.form)
-                if kind == _OFF and self.syntax == "ubpf":
-                    kind = _OFF_OPT
-                plan.append((index - 1, kind))
-            self.emit = _emitter(self.form, tuple(plan))
-            self._regex = regex
-        return self._regex
+    def _first_match(self, line: str) -> re.Match[str] | None:
+        regex = re.compile(self.source)
+        plan = tuple((index - 1, _kind(group, self.form, self.syntax))
+                     for group, index in sorted(regex.groupindex.items(), key=lambda kv: kv[1]))
+        self.emit = _emitter(self.form, plan)
+        self.match = regex.fullmatch
+        return self.match(line)
+
+    def _no_emit(self, *args: object) -> None:  # pragma: no cover - match() always runs first
+        raise AssertionError("emit before match")
 
 
 def _compile(form: Form, template: str, syntax: str) -> tuple[_Pattern, list[str]]:
+    """The pattern of a template and its skeleton variants (not yet reduced to skeletons)."""
     pieces = PLACEHOLDER_RE.split(template)
     literals, names = pieces[0::2], pieces[1::2]
     seen: set[str] = set()
-    regex = [_literal_regex(literals[0])]
+    regex = [re.escape(literals[0].replace(" ", ""))]
     for name, literal in zip(names, literals[1:]):
         regex.append(_group(name, form, syntax, seen))
-        regex.append(_literal_regex(literal))
-    pattern = _Pattern(form, "".join(regex), template, syntax)
-    # Skeletons: every combination of placeholder sample spellings.
+        regex.append(re.escape(literal.replace(" ", "")))
     variants = [literals[0]]
     for name, literal in zip(names, literals[1:]):
         variants = [v + s + literal for v in variants for s in _samples(name, form, syntax)]
-    return pattern, sorted({_skeletons(v, syntax) for v in variants})
+    return _Pattern(form, "".join(regex), template, syntax), variants
 
 
 def _build_table(syntaxes: tuple[str, ...]) -> dict[str, list[_Pattern]]:
-    table: dict[str, list[_Pattern]] = {}
+    entries: list[tuple[_Pattern, str]] = []
     for syntax in syntaxes:
         for form in isa.FORMS:
             for template in templates(form, syntax):
-                pattern, skeletons = _compile(form, template, syntax)
-                for skel in skeletons:
-                    table.setdefault(skel, []).append(pattern)
+                pattern, variants = _compile(form, template, syntax)
+                entries.extend((pattern, v) for v in variants)
+    # One pass over all variants at once (a per-variant call would cost start-up time).
+    skeletons = _skeletons("\n".join(v for _, v in entries), syntaxes[0], labels=True).split("\n")
+    table: dict[str, list[_Pattern]] = {}
+    for (pattern, _), skel in zip(entries, skeletons):
+        patterns = table.setdefault(skel, [])
+        if pattern not in patterns:
+            patterns.append(pattern)
     return table
 
 
@@ -288,14 +308,10 @@ def _table(syntax: str) -> dict[str, list[_Pattern]]:
 # --------------------------------------------------------------------------
 
 
-# A row is a list: [form, dst, src, off, imm, imm2, line, ref, ref_col]
-_FORM, _RDST, _RSRC, _ROFF, _RIMM, _RIMM2, _LINE, _REF, _REFCOL = range(9)
-
-
-_BLANKS = str.maketrans("", "", " \t")
-
-
 class _Assembler:
+    """One assembly run: ``out`` holds the bytes of each instruction (None until a label or
+    helper name in it is resolved), ``lines`` its input line."""
+
     def __init__(self, text: str, syntax: str, filename: str):
         self.syntax = syntax
         self.filename = filename
@@ -303,19 +319,22 @@ class _Assembler:
         self.text = text.replace("\r", "")
         self.stripped = _COMMENT_RE.sub("", self.text)  # comments removed, blanks kept
         self._stripped_lines: list[str] | None = None
-        self._override: tuple[int, str] | None = None  # (line, text) while a label/prefix is cut off
+        self._overrides: dict[int, str] = {}  # line -> text without its label / "(bf)" prefix
         self.labels: dict[str, int] = {}
-        self.rows: list[list] = []
-        self.pc = 0
+        self.out: list[bytes | None] = []
+        self.lines: list[int] = []
+        self.wide = 0  # ld_imm64 seen so far: pc = len(out) + wide
+        self.deferred: list[tuple[int, int, Form, int, int, int, int, int, int, str, int]] = []
 
+    # -- errors ------------------------------------------------------------
     def error(self, message: str, line: int, col: int) -> AssemblyError:
         raw_lines = self.text.split("\n")
         raw = raw_lines[line - 1] if line - 1 < len(raw_lines) else ""
         return AssemblyError(message, SourceLoc(self.filename, line, max(col, 1), raw.strip()))
 
     def stripped_line(self, line: int) -> str:
-        if self._override is not None and self._override[0] == line:
-            return self._override[1]
+        if line in self._overrides:
+            return self._overrides[line]
         if self._stripped_lines is None:
             self._stripped_lines = self.stripped.split("\n")
         return self._stripped_lines[line - 1]
@@ -331,14 +350,32 @@ class _Assembler:
                     return col
         return len(text)
 
-    def error_compact(self, message: str, line: int, pos: int) -> AssemblyError:
-        return self.error(message, line, self.column(line, pos))
+    def out_of_range(self, m: re.Match[str], index: int, kind: int, lineno: int) -> AssemblyError:
+        lo, hi, what = _BOUNDS[kind]
+        value = _num(m.group(index + 1))
+        col = self.column(lineno, m.start(index + 1))
+        return self.error(f"{what} {value} out of range [{lo}, {hi}]", lineno, col)
 
-    def run(self) -> list[list]:
-        skeletons = _skeletons(self.stripped, self.syntax).split("\n")
+    def bad_register(self, m: re.Match[str], index: int, lineno: int) -> AssemblyError:
+        col = self.column(lineno, m.start(index + 1) - 1)
+        return self.error(f"bad register r{m.group(index + 1)} (r0..r10)", lineno, col)
+
+    # -- passes ------------------------------------------------------------
+    def defer(self, form: Form, dst: int, src: int, off: int, imm: int, imm2: int, lineno: int,
+              ref: tuple[str, int]) -> None:
+        """An instruction naming a label or helper: encoded once every label is known.
+        ``ref`` is the name and its position in the blank-free line."""
+        index = len(self.out)
+        self.deferred.append((index, index + self.wide - (1 if form.wide else 0), form, dst, src, off, imm, imm2,
+                              lineno, ref[0], ref[1]))
+        self.out.append(None)
+
+    def run(self) -> list[bytes | None]:
+        skeletons = _skeletons(self.stripped, self.syntax, labels=False).split("\n")
         compact = self.stripped.translate(_BLANKS).split("\n")
         table = self.table
-        rows = self.rows
+        out = self.out
+        lines = self.lines
         lineno = 0
         for skel, line in zip(skeletons, compact):
             lineno += 1
@@ -347,55 +384,55 @@ class _Assembler:
             patterns = table.get(skel)
             if patterns is not None:
                 for pattern in patterns:
-                    m = pattern.regex.fullmatch(line)
+                    m = pattern.match(line)
                     if m is not None:
-                        pattern.emit(self, m, lineno, rows)  # type: ignore[misc]
+                        pattern.emit(self, m, lineno, out)
+                        lines.append(lineno)
                         break
                 else:
-                    self._slow_line(lineno)
+                    self._slow_line(lineno, skel, line)
                 continue
-            self._slow_line(lineno)
+            self._slow_line(lineno, skel, line)
         self._resolve()
-        return rows
+        return out
 
-    def out_of_range(self, m: re.Match[str], index: int, kind: int, lineno: int) -> AssemblyError:
-        lo, hi, what = _BOUNDS[kind]
-        value = _num(m.group(index + 1))
-        return self.error_compact(f"{what} {value} out of range [{lo}, {hi}]", lineno, m.start(index + 1))
-
-    def bad_register(self, m: re.Match[str], index: int, lineno: int) -> AssemblyError:
-        return self.error_compact(f"bad register r{m.group(index + 1)} (r0..r10)", lineno, m.start(index + 1) - 1)
-
-    def _slow_line(self, lineno: int) -> None:
-        """Label definitions, kernel "(bf)" prefixes, and error reporting."""
-        line = self.stripped_line(lineno)
-        m = _LABEL_DEF_RE.match(line)
-        if m:
-            name = m.group(1)
+    def _slow_line(self, lineno: int, skel: str, compact: str) -> None:
+        """Label definitions and references, kernel "(bf)" prefixes, and error reporting."""
+        consumed = 0  # characters of the blank-free line taken by a label or a "(bf)" prefix
+        label = _LABEL_DEF_RE.match(compact)
+        if label:
+            name = label.group(1)
             if name in self.labels:
-                raise self.error(f"duplicate label {name!r}", lineno, m.start(1) + 1)
-            self.labels[name] = self.pc
-            line = " " * m.end() + line[m.end():]
-            if not line.strip():
+                raise self.error(f"duplicate label {name!r}", lineno, self.column(lineno, label.start(1)))
+            self.labels[name] = len(self.out) + self.wide
+            consumed = label.end()
+            compact = compact[label.end():]
+            if not compact:
                 return
+            skel = skel.split(":", 1)[1]
         opcode = None
-        k = _KERNEL_PREFIX_RE.match(line)
-        if k:
-            opcode = int(k.group(1), 16)
-            line = " " * k.end() + line[k.end():]
-        patterns = self.table.get(_skeletons(line, self.syntax)) or []
-        compact = line.translate(_BLANKS)
+        prefix = _KERNEL_PREFIX_RE.match(compact)
+        if prefix.end():  # "0: (bf) r6 = r1" as bpftool prints it; the opcode picks among same-looking forms
+            opcode = int(prefix.group(1), 16) if prefix.group(1) else None
+            consumed += prefix.end()
+            compact = compact[prefix.end():]
+            skel = _skeletons(compact, self.syntax, labels=False)
+        if consumed:  # later error columns and messages see the line without the label / prefix
+            cut = self.column(lineno, consumed) - 1
+            line = self.stripped_line(lineno)
+            self._overrides[lineno] = " " * cut + line[cut:]
+        if _LABEL_WORDS_RE.search(skel):  # label reference: find it where the blanks still separate words
+            skel = _skeletons(self.stripped_line(lineno), self.syntax, labels=True)
+        patterns = self.table.get(skel) or []
         for pattern in patterns:
             if opcode is not None and pattern.form.opcode != opcode:
                 continue
-            m = pattern.regex.fullmatch(compact)
-            if m is not None:
-                self._override = (lineno, line)  # columns are counted on the line without label/prefix
-                try:
-                    pattern.emit(self, m, lineno, self.rows)  # type: ignore[misc]
-                finally:
-                    self._override = None
+            match = pattern.match(compact)
+            if match is not None:
+                pattern.emit(self, match, lineno, self.out)
+                self.lines.append(lineno)
                 return
+        line = self.stripped_line(lineno)
         col = len(line) - len(line.lstrip()) + 1
         for reg in _BAD_REG_RE.finditer(line):
             if int(reg.group(1)) >= isa.NUM_REGISTERS:
@@ -410,36 +447,28 @@ class _Assembler:
 
         call_local = isa.FORMS_BY_NAME["call_local"]
         labels = self.labels
-        pc = 0
-        for row in self.rows:
-            form = row[_FORM]
-            name = row[_REF]
-            if name is not None:
-                if form.imm == "helper":  # "call name": a local function if the label exists, else a helper
-                    if name in labels:
-                        row[_FORM], row[_RSRC] = call_local, call_local.src
-                        row[_RIMM] = labels[name] - (pc + 1)
-                    else:
-                        helper = lookup(name)
-                        if helper is None:
-                            raise self.error(f"unknown helper or function {name!r}", row[_LINE], row[_REFCOL])
-                        row[_RIMM] = helper.id
+        pack = _SLOT.pack
+        for index, pc, form, dst, src, off, imm, _imm2, lineno, name, pos in self.deferred:
+            if form.imm == "helper":  # "call name": a local function if the label exists, else a helper
+                if name in labels:
+                    form, src, imm = call_local, call_local.fixed["src"], labels[name] - (pc + 1)
                 else:
-                    if name not in labels:
-                        raise self.error(f"undefined label {name!r}", row[_LINE], row[_REFCOL])
-                    delta = labels[name] - (pc + 1)
-                    if form.off == "jump16":
-                        if not -(1 << 15) <= delta < (1 << 15):
-                            raise self.error(f"jump to {name!r} is {delta} instructions away, beyond the 16-bit "
-                                             "offset (use gotol)", row[_LINE], row[_REFCOL])
-                        row[_ROFF] = delta
-                    else:
-                        row[_RIMM] = delta
-            pc += 2 if form.wide else 1
-
-
-_SLOT = struct.Struct("<BBhi")
-_WIDE = struct.Struct("<BBhIBBhI")
+                    helper = lookup(name)
+                    if helper is None:
+                        raise self.error(f"unknown helper or function {name!r}", lineno, self.column(lineno, pos))
+                    imm = helper.id
+            else:
+                if name not in labels:
+                    raise self.error(f"undefined label {name!r}", lineno, self.column(lineno, pos))
+                delta = labels[name] - (pc + 1)
+                if form.off == "jump16":
+                    if not -(1 << 15) <= delta < (1 << 15):
+                        raise self.error(f"jump to {name!r} is {delta} instructions away, beyond the 16-bit "
+                                         "offset (use gotol)", lineno, self.column(lineno, pos))
+                    off = delta
+                else:
+                    imm = delta
+            self.out[index] = pack(form.opcode, (src << 4) | dst, off, imm)  # never ld_imm64: no label operand
 
 
 def _check(syntax: str) -> None:
@@ -450,37 +479,29 @@ def _check(syntax: str) -> None:
 def assemble_bytes(text: str, syntax: str = "llvm", filename: str = "<input>") -> bytes:
     """Assemble text straight to little-endian bytecode (the fast path used by the CLI)."""
     _check(syntax)
-    rows = _Assembler(text, syntax, filename).run()
-    out: list[bytes] = []
-    pack, pack_wide = _SLOT.pack, _WIDE.pack
-    for form, dst, src, off, imm, imm2, *_ in rows:
-        if form.wide:
-            hi = imm2 if form.src in (isa.Pseudo.MAP_VALUE, isa.Pseudo.MAP_IDX_VALUE) else imm >> 32
-            out.append(pack_wide(form.opcode, (src << 4) | dst, off, imm & 0xFFFFFFFF, 0, 0, 0, hi))
-        else:
-            out.append(pack(form.opcode, (src << 4) | dst, off, imm))
-    return b"".join(out)
+    return b"".join(_Assembler(text, syntax, filename).run())  # type: ignore[arg-type]
 
 
 def assemble(text: str, syntax: str = "llvm", filename: str = "<input>") -> list[Instruction]:
-    """Assemble text to instructions carrying their source location (and label / helper refs)."""
+    """Assemble text to instructions carrying their source location and label / helper refs."""
     _check(syntax)
     assembler = _Assembler(text, syntax, filename)
-    rows = assembler.run()
+    chunks = assembler.run()
+    refs = {index: (form, name) for index, _, form, *_rest, name, _col in assembler.deferred}
     raw_lines = assembler.text.split("\n")
     out = []
-    for form, dst, src, off, imm, imm2, line, ref_name, _ in rows:
-        ref: object = None
-        if ref_name is not None:
-            ref = HelperRef(ref_name) if form.imm == "helper" else Label(ref_name)
+    for index, (chunk, line) in enumerate(zip(chunks, assembler.lines)):
         raw = raw_lines[line - 1]
         source = SourceLoc(filename, line, len(raw) - len(raw.lstrip()) + 1, raw.strip())
-        insn = Instruction(form.opcode, dst, src, off, imm, imm2, ref=ref, source=source)
         try:
-            isa.validate(insn)
-        except isa.EncodingError as exc:
-            raise AssemblyError(str(exc), source) from None
-        out.append(insn)
+            insn = isa.decode_one(chunk or b"", 0, index)
+        except isa.DecodeError as exc:
+            raise AssemblyError(str(exc).split(": ", 1)[-1], source) from None
+        ref: object = None
+        if index in refs:
+            form, name = refs[index]
+            ref = HelperRef(name) if form.imm == "helper" and insn.src == 0 else Label(name)
+        out.append(insn.with_(ref=ref, source=source))
     return out
 
 

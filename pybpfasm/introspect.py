@@ -178,6 +178,14 @@ def require_root() -> None:
 # --------------------------------------------------------------------------
 
 
+def _id_of(kind: str, fd: syscall.Fd) -> int:
+    if kind == "prog":
+        return syscall.prog_get_info(fd, arrays=False).id
+    if kind == "map":
+        return syscall.map_get_info(fd).id
+    return syscall.link_get_info(fd).id
+
+
 def pinned_paths(kind: str, root: str = DEFAULT_BPFFS) -> dict[int, list[str]]:
     """Object id -> pinned paths, for one kind, under ``root`` (bpftool's ``--bpffs``)."""
     out: dict[int, list[str]] = {}
@@ -194,9 +202,7 @@ def pinned_paths(kind: str, root: str = DEFAULT_BPFFS) -> dict[int, list[str]]:
                 if syscall.obj_type_of_fd(fd) != kind:
                     continue
                 try:
-                    obj_id = {"prog": lambda: syscall.prog_get_info(fd, arrays=False).id,
-                              "map": lambda: syscall.map_get_info(fd).id,
-                              "link": lambda: syscall.link_get_info(fd).id}[kind]()
+                    obj_id = _id_of(kind, fd)
                 except OSError:
                     continue
             out.setdefault(obj_id, []).append(path)

@@ -490,15 +490,21 @@ class Lab:
         return name
 
     def netns(self, suffix: str) -> str:
-        name = create_netns(f"{self.prefix}-{suffix}")
-        self.namespaces.append(name)
+        name = f"{self.prefix}-{suffix}"
+        if netns_exists(name):
+            raise NetLabError(f"namespace {name!r} already exists")
+        self.namespaces.append(name)  # recorded first: a failure below still gets cleaned up
+        create_netns(name)
         return name
 
     def veth(self, suffix: str, peer_suffix: str, *, netns: str | None = None, peer_netns: str | None = None,
              mac: str | None = None, peer_mac: str | None = None) -> VethPair:
         pair = VethPair(self.ifname(suffix), self.ifname(peer_suffix), netns, peer_netns)
+        for name, ns in ((pair.name, netns), (pair.peer, peer_netns)):
+            if link_exists(name, ns):
+                raise NetLabError(f"interface {name!r} already exists" + (f" in netns {ns}" if ns else ""))
+        self.veths.append(pair)  # recorded first: a failure below still gets cleaned up
         add_veth(pair.name, pair.peer, netns=netns, peer_netns=peer_netns, mac=mac, peer_mac=peer_mac)
-        self.veths.append(pair)
         return pair
 
     def close(self) -> None:
@@ -529,14 +535,35 @@ class Lab:
         self.close()
 
 
-def sweep(prefix: str) -> list[str]:
-    """Delete stale namespaces and root-namespace links whose names start with ``prefix``.
+def _remove_pins(path: str) -> list[str]:
+    """Unpin a file, or a directory of pins bottom-up (bpffs has no recursive rmdir)."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        removed = []
+        for root, dirs, files in os.walk(path, topdown=False):
+            for f in files:
+                os.unlink(os.path.join(root, f))
+                removed.append(f"pin {os.path.join(root, f)}")
+            for d in dirs:
+                os.rmdir(os.path.join(root, d))
+        os.rmdir(path)
+        return removed + [f"pin dir {path}"]
+    os.unlink(path)
+    return [f"pin {path}"]
 
-    Returns what was removed; for cleaning up after a killed test run.
+
+def sweep(prefix: str, *, bpffs: str | None = "/sys/fs/bpf") -> list[str]:
+    """Delete stale namespaces, root-namespace links and bpffs pins whose names start with ``prefix``.
+
+    Returns what was removed; for cleaning up after a killed test run.  Pins
+    are looked for directly under ``bpffs`` (files and directory trees).
     """
     if len(prefix) < 3:
         raise NetLabError("sweep prefix must be at least 3 characters (refusing to delete broadly)")
     removed: list[str] = []
+    if bpffs and os.path.isdir(bpffs):
+        for name in sorted(os.listdir(bpffs)):
+            if name.startswith(prefix):
+                removed += _remove_pins(os.path.join(bpffs, name))
     for name in list_netns(prefix):
         delete_netns(name)
         removed.append(f"netns {name}")

@@ -18,7 +18,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import builder, isa, syscall
+from . import btfext, builder, isa, syscall
+from .btf import load_btf
+from .btfext import Func, FuncEntry
 from .builder import HelperRef, Label, MapRef
 from .errors import UserError
 from .isa import Instruction, Pseudo, SourceLoc
@@ -30,6 +32,7 @@ _MAX_LOG_SIZE = 1 << 30  # the kernel's limit is UINT_MAX >> 2
 
 _INSN_LINE = re.compile(r"^(\d+): \(([0-9a-f]{2})\) ?(.*?)(?:\s+;.*)?$")
 _INSN_MENTION = re.compile(r"\binsn (\d+)\b")
+_LOG_SOURCE = re.compile(r"^; (.*?)(?: @ (\S+):(\d+))?$")  # line_info, as the verifier prints it
 _TRAILER = ("processed ", "verification time", "stack depth", "max_states_per_insn", "Func#", "mark_precise",
             "last_idx", "regs=", "parent ")
 
@@ -51,10 +54,13 @@ class VerifierError(UserError):
         self.insn_index, verifier_text = _failing_insn(log)
         self.instruction: Instruction | None = None
         self.source: SourceLoc | None = None
+        self.log_source = _log_source(log)  # from line_info (programs loaded with BTF)
         if self.insn_index is not None:
             self.instruction = _insn_at_slot(insns, self.insn_index)
             if self.instruction is not None:
                 self.source = self.instruction.source
+        if self.source is None and self.log_source is not None and self.log_source.file:
+            self.source = self.log_source
         self.insn_text = (self.source.text if self.source and self.source.text else verifier_text) or (
             _render(self.instruction) if self.instruction is not None else "")
         super().__init__(self._message())
@@ -97,7 +103,7 @@ def _restore_verifier_error(message: str, state: dict[str, Any]) -> VerifierErro
 
 
 def _is_noise(line: str) -> bool:
-    return line.startswith(_TRAILER) or bool(re.match(r"^(\d+: R\d|from \d+ to \d+)", line))
+    return line.startswith(_TRAILER) or line.startswith("; ") or bool(re.match(r"^(\d+: R\d|from \d+ to \d+)", line))
 
 
 def _reason(log: str) -> str:
@@ -124,6 +130,17 @@ def _failing_insn(log: str) -> tuple[int | None, str]:
         if m:
             return int(m.group(1)), ""
     return None, ""
+
+
+def _log_source(log: str) -> SourceLoc | None:
+    """The "; <source line> @ file:line" the verifier printed last before the failing instruction."""
+    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
+    last_insn = max((i for i, ln in enumerate(lines) if _INSN_LINE.match(ln)), default=len(lines))
+    for line in reversed(lines[:last_insn]):
+        m = _LOG_SOURCE.match(line) if line.startswith("; ") else None
+        if m:
+            return SourceLoc(m.group(2) or "", int(m.group(3) or 0), 0, m.group(1))
+    return None
 
 
 def _insn_at_slot(insns: Sequence[Instruction], slot: int) -> Instruction | None:
@@ -223,39 +240,76 @@ class Program:
     maps: list[Any]
     log: str
     expected_attach_type: AttachType | int | None
+    functions: list[FuncEntry]
 
     def __init__(self, fd: Fd, *, name: str = "", prog_type: ProgType | int = ProgType.UNSPEC,
                  insns: Sequence[Instruction] = (), maps: Sequence[Any] = (), log: str = "",
-                 expected_attach_type: AttachType | int | None = None):
+                 expected_attach_type: AttachType | int | None = None, functions: Sequence[FuncEntry] = ()):
         self.fd, self.name, self.prog_type = fd, name, prog_type
         self.insns, self.maps, self.log = list(insns), list(maps), log
         self.expected_attach_type = expected_attach_type
+        self.functions = list(functions)
 
     @classmethod
     def load(cls, insns: Any, *, prog_type: ProgType | int | str = "xdp", name: str = "", license: str = "GPL",
              maps: Mapping[str, Any] | None = None, expected_attach_type: AttachType | int | str | None = None,
              log_level: int = 0, log_size: int = 0, prog_flags: int = 0, ifindex: int = 0, kern_version: int = 0,
-             helpers: dict[str, int] | None = None) -> Program:
+             helpers: dict[str, int] | None = None, btf: bool | None = None,
+             funcs: Mapping[Any, Func] | Sequence[Func] | None = None, func_names: Mapping[Any, str] | None = None,
+             line_info: bool = True) -> Program:
         """Load a program; raises VerifierError (with source lines) when the verifier refuses.
 
         ``log_level`` > 0 keeps the verifier log of a successful load in ``.log``;
         with 0 the first attempt runs without a log and only a failure is retried
         with one (level 1), as libbpf does.
+
+        ``btf=True`` (the default when ``funcs`` or ``func_names`` is given) loads
+        BTF with func_info (one FUNC per function: main and every BPF-to-BPF
+        call target) and, unless ``line_info=False``, line_info from each
+        instruction's SourceLoc, so the verifier log and ``bpftool prog dump
+        xlated`` show the source lines.  ``funcs`` declares subprograms (keyed
+        by BTF name, label name or slot index) as ``Func(linkage="global",
+        args=("ctx", "u64"))``: a global one is verified once, not per call site.
         """
         pt = _parse_prog_type(prog_type)
         at = AttachType.parse(expected_attach_type) if isinstance(expected_attach_type, str) \
             else expected_attach_type
         final, used = prepare(insns, maps, helpers)
         code = isa.encode_program(final)
+        btf_fd: Fd | None = None
+        debug: btfext.DebugInfo | None = None
+        if btf or (btf is None and (funcs or func_names)):
+            try:
+                debug = btfext.build(final, prog_type=pt, name=name, funcs=funcs, func_names=func_names,
+                                     lines=line_info)
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
+            btf_fd = load_btf(debug.btf.encode())
+        try:
+            return cls._load_code(pt, code, final, used, at, debug, btf_fd, license=license, name=name,
+                                  log_level=log_level, log_size=log_size, prog_flags=prog_flags, ifindex=ifindex,
+                                  kern_version=kern_version)
+        finally:
+            if btf_fd is not None:
+                btf_fd.close()  # the loaded program holds its own reference
+
+    @classmethod
+    def _load_code(cls, pt: ProgType, code: bytes, final: list[Instruction], used: list[Any],
+                   at: AttachType | int | None, debug: btfext.DebugInfo | None, btf_fd: Fd | None, *,
+                   license: str, name: str, log_level: int, log_size: int, prog_flags: int, ifindex: int,
+                   kern_version: int) -> Program:
+        extra: dict[str, Any] = {}
+        if debug is not None and btf_fd is not None:
+            extra = dict(prog_btf_fd=int(btf_fd), func_info=debug.func_info, line_info=debug.line_info)
         size = log_size or (_FIRST_LOG_SIZE if log_level else 0)
         level = log_level
         while True:
             try:
                 res = syscall.prog_load(pt, code, license, name=name, log_level=level, log_size=size,
                                         prog_flags=prog_flags, kern_version=kern_version, ifindex=ifindex,
-                                        expected_attach_type=at)
+                                        expected_attach_type=at, **extra)
                 return cls(res.fd, name=name, prog_type=pt, insns=final, maps=used, log=res.log,
-                           expected_attach_type=at)
+                           expected_attach_type=at, functions=debug.functions if debug else ())
             except BPFError as exc:
                 if exc.errno in (errno.EPERM, errno.EBADF, errno.ENOMEM):  # not the verifier's verdict
                     raise

@@ -569,6 +569,25 @@ class ProgBindMapAttr(ctypes.Structure):
     _fields_ = [("prog_fd", u32), ("map_fd", u32), ("flags", u32)]
 
 
+class BtfLoadAttr(ctypes.Structure):
+    """The BPF_BTF_LOAD member of union bpf_attr (log_true_size since 6.4, flags/token since 6.9)."""
+
+    _fields_ = [
+        ("btf", u64),
+        ("btf_log_buf", u64),
+        ("btf_size", u32),
+        ("btf_log_size", u32),
+        ("btf_log_level", u32),
+        ("btf_log_true_size", u32),
+    ]
+
+
+class BtfGetFdAttr(ctypes.Structure):
+    """BPF_BTF_GET_FD_BY_ID: btf_id, next_id, open_flags."""
+
+    _fields_ = [("btf_id", u32), ("next_id", u32), ("open_flags", u32)]
+
+
 # --------------------------------------------------------------------------
 # Info structs (OBJ_GET_INFO_BY_FD).
 # --------------------------------------------------------------------------
@@ -641,6 +660,19 @@ class MapInfoStruct(ctypes.Structure):
         ("btf_value_type_id", u32),
         ("btf_vmlinux_id", u32),
         ("map_extra", u64),
+    ]
+
+
+class BtfInfoStruct(ctypes.Structure):
+    """struct bpf_btf_info."""
+
+    _fields_ = [
+        ("btf", u64),
+        ("btf_size", u32),
+        ("id", u32),
+        ("name", u64),
+        ("name_len", u32),
+        ("kernel_btf", u32),
     ]
 
 
@@ -732,6 +764,10 @@ _HINTS: dict[tuple[Cmd | None, int], str] = {
     (Cmd.PROG_TEST_RUN, errno_mod.ENOSPC): "output buffer too small",
     (Cmd.PROG_TEST_RUN, errno_mod.EINVAL): "invalid test input (packet too short/long, ctx or flags invalid)",
     (Cmd.PROG_TEST_RUN, ENOTSUPP): "BPF_PROG_TEST_RUN is not supported for this program type",
+    (Cmd.BTF_LOAD, errno_mod.EINVAL): "the kernel rejected the BTF blob (see its log)",
+    (Cmd.BTF_LOAD, errno_mod.ENOSPC): "BTF log buffer too small",
+    (Cmd.BTF_LOAD, errno_mod.E2BIG): "BTF blob too large",
+    (Cmd.BTF_GET_FD_BY_ID, errno_mod.ENOENT): "no BTF object with this id",
     (Cmd.PROG_GET_NEXT_ID, errno_mod.ENOENT): "no more ids",
     (Cmd.MAP_GET_NEXT_ID, errno_mod.ENOENT): "no more ids",
     (Cmd.LINK_GET_NEXT_ID, errno_mod.ENOENT): "no more ids",
@@ -1128,6 +1164,40 @@ def prog_load(prog_type: ProgType | int | str, insns: bytes, license: str = "GPL
         exc.log_true_size = attr.log_true_size  # type: ignore[attr-defined]
         raise
     return LoadResult(Fd(fd), _log_text(logbuf))
+
+
+def btf_load(data: bytes, *, log_level: int = 0, log_size: int = 0) -> LoadResult:
+    """BPF_BTF_LOAD of a raw BTF blob. With ``log_size`` the BTF verifier's log is
+    returned (on success) or attached to the BPFError as ``.log`` (on failure),
+    with ``.log_true_size`` telling how big a buffer the whole log needs."""
+    buf = _in_buffer(data)
+    logbuf = (ctypes.c_char * log_size)() if log_size else None
+    attr = BtfLoadAttr(btf=_addr(buf), btf_size=len(data), btf_log_buf=_addr(logbuf), btf_log_size=log_size,
+                       btf_log_level=log_level if log_size else 0)
+    try:
+        fd = bpf(Cmd.BTF_LOAD, attr)
+    except BPFError as exc:
+        exc.log = _log_text(logbuf)
+        exc.log_true_size = attr.btf_log_true_size  # type: ignore[attr-defined]
+        raise
+    return LoadResult(Fd(fd), _log_text(logbuf))
+
+
+def btf_get_fd_by_id(btf_id: int) -> Fd:
+    return Fd(bpf(Cmd.BTF_GET_FD_BY_ID, BtfGetFdAttr(btf_id=btf_id)))
+
+
+def btf_get_info(fd: int | Fd, *, data: bool = True) -> tuple[BtfInfoStruct, bytes, str]:
+    """bpf_btf_info of a BTF object: (info, raw BTF blob if ``data``, name)."""
+    first = obj_get_info_by_fd(fd, BtfInfoStruct())
+    second = BtfInfoStruct()
+    blob = (ctypes.c_char * max(first.btf_size, 1))() if data else None
+    name = (ctypes.c_char * max(first.name_len + 1, 1))()
+    second.btf, second.btf_size = _addr(blob), first.btf_size if data else 0
+    second.name, second.name_len = _addr(name), first.name_len + 1
+    obj_get_info_by_fd(fd, second)
+    raw = blob.raw[:second.btf_size] if blob is not None else b""
+    return second, raw, name.value.decode(errors="replace")
 
 
 def _log_text(buf: ctypes.Array | None) -> str:

@@ -31,12 +31,11 @@ from pyroute2.netlink.exceptions import NetlinkError
 from . import netlab, syscall
 from .errors import UserError
 
-# include/uapi/linux/if_link.h
-XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
-XDP_FLAGS_SKB_MODE = 1 << 1
-XDP_FLAGS_DRV_MODE = 1 << 2
-XDP_FLAGS_HW_MODE = 1 << 3
-XDP_FLAGS_REPLACE = 1 << 4
+XDP_FLAGS_UPDATE_IF_NOEXIST = syscall.XdpFlags.UPDATE_IF_NOEXIST
+XDP_FLAGS_SKB_MODE = syscall.XdpFlags.SKB_MODE
+XDP_FLAGS_DRV_MODE = syscall.XdpFlags.DRV_MODE
+XDP_FLAGS_HW_MODE = syscall.XdpFlags.HW_MODE
+XDP_FLAGS_REPLACE = syscall.XdpFlags.REPLACE
 
 # IFLA_XDP_ATTACHED values
 XDP_ATTACHED_NONE = 0
@@ -69,7 +68,9 @@ class XdpError(UserError):
 
 
 def _errno_name(code: int) -> str:
-    return errno.errorcode.get(code, str(code))
+    if code == errno.EOPNOTSUPP:
+        return "EOPNOTSUPP"  # errno.errorcode says ENOTSUP, the same number; the kernel says EOPNOTSUPP
+    return syscall.errno_name(code)
 
 
 def _describe(exc: BaseException) -> tuple[str, int | None]:
@@ -221,7 +222,12 @@ def _try_modes(mode: str) -> list[str]:
 
 
 class XdpAttachment:
-    """An XDP program attached to an interface (base of the netlink and bpf_link kinds)."""
+    """An XDP program attached through netlink (and the base of ``XdpLink``).
+
+    ``detach()`` removes it (only if our program is still the one there);
+    leaving a ``with`` block detaches; ``close()`` just releases our program
+    fd and leaves the program attached, as ``ip link set ... xdp`` would.
+    """
 
     method = "netlink"
 
@@ -280,17 +286,21 @@ class XdpAttachment:
                 _netlink_set_xdp(self.interface, -1, flags | XDP_FLAGS_REPLACE, self._prog_fd)
             else:
                 _netlink_set_xdp(self.interface, -1, flags)
+        except netlab.NetLabError:
+            pass  # the interface's namespace is gone: so is the attachment
         except (NetlinkError, OSError) as exc:
             text, code = _describe(exc)
-            if code == errno.ENODEV or (isinstance(exc, netlab.NetLabError)):
-                pass  # interface (or its namespace) is gone: so is the attachment
+            if code in (errno.ENODEV, errno.ENOENT):
+                pass  # interface is gone: so is the attachment
             elif code != errno.EEXIST:  # EEXIST: the expected program is no longer there
                 raise XdpError(f"cannot detach XDP from {self.interface} ({self.mode}): {text}", code) from exc
         finally:
             self.attached = False
             self._forget_prog()
 
-    close = detach
+    def close(self) -> None:
+        """Release our reference to the program without detaching (netlink keeps it attached)."""
+        self._forget_prog()
 
 
 def _attach_netlink(where: Interface, fd: int, mode: str, replace: Any) -> XdpAttachment:
@@ -401,13 +411,25 @@ class XdpLink(XdpAttachment):
             link = cls(fd, Interface(0, "(detached)", netns), "unknown", info.prog_id or None, info.id)
             link.attached = False
             return link
-        where = resolve_interface(ifindex, netns)
-        mode = _mode_of_prog(query_xdp(ifindex, netns), info.prog_id)
-        return cls(fd, where, mode, info.prog_id, info.id)
+        try:
+            where = resolve_interface(ifindex, netns)
+            status = query_xdp(ifindex, netns)
+        except XdpError:
+            where, status = None, None
+        if where is None or status is None or info.prog_id not in status.prog_ids.values():
+            # the link's ifindex belongs to another namespace (bpf_link_info does not say which)
+            where = Interface(ifindex, f"ifindex {ifindex}", netns)
+            return cls(fd, where, "unknown", info.prog_id, info.id)
+        return cls(fd, where, _mode_of_prog(status, info.prog_id), info.prog_id, info.id)
 
     @classmethod
     def from_pinned(cls, path: str | os.PathLike[str], netns: str | None = None) -> XdpLink:
-        """Open a link pinned in bpffs (e.g. by an earlier process)."""
+        """Open a link pinned in bpffs (e.g. by an earlier process).
+
+        ``netns`` names the namespace of the link's interface: the kernel reports
+        only an ifindex; without the right namespace the interface name stays
+        ``ifindex N`` and the mode ``unknown``.
+        """
         try:
             fd = syscall.obj_get(path)
         except OSError as exc:

@@ -29,6 +29,7 @@ import re
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import isa, textfmt
 
@@ -40,9 +41,10 @@ LEGACY_DIVERGENT_FORMS = frozenset({
     "sdiv64_x", "sdiv64_k", "smod64_x", "smod64_k", "sdiv32_x", "sdiv32_k", "smod32_x", "smod32_k",
     "movsx64_8", "movsx64_16", "movsx64_32", "movsx32_8", "movsx32_16",
     "bswap16", "bswap32", "bswap64", "ldxsb", "ldxsh", "ldxsw", "gotol", "may_goto",
-    # call targets and subprog constants carry kernel-rewritten fields (off / imm) after JIT
-    "call_local", "lddw_func",
 })
+# Call targets and subprog constants carry kernel-rewritten fields (off / imm) after JIT:
+# always rendered from the raw encoding.
+REWRITTEN_FORMS = frozenset({"call_local", "lddw_func"})
 
 
 # --------------------------------------------------------------------------
@@ -51,6 +53,8 @@ LEGACY_DIVERGENT_FORMS = frozenset({
 
 _KALLSYMS_LINE = re.compile(r"\s*(?:0[xX])?([0-9a-fA-F]+)\s*(\S|\s)\s*(\S+)")
 _FGETS_SIZE = 256  # bpftool reads /proc/kallsyms with fgets(buff, 256)
+_LONG_LINE = re.compile(r"^[^\n]{255,}", re.M)
+_SIMPLE_LINE = re.compile(r"^[ \t]*(?:0[xX])?([0-9a-fA-F]+)[ \t]+\S[ \t]+(\S+)", re.M)
 
 
 def _int32(value: int) -> int:
@@ -70,6 +74,26 @@ def _fgets_chunks(text: str) -> Iterable[str]:
             line = line[_FGETS_SIZE - 1:]
         if line:
             yield line
+
+
+def _parse_lines(text: str) -> Iterable[tuple[int, str]]:
+    """(address, name) of each line as ``sscanf(line, "%p %*c %s")`` reads fgets' pieces of it."""
+    if not _LONG_LINE.search(text):  # the usual case: one regex pass in C
+        yield from ((int(addr, 16), name) for addr, name in _SIMPLE_LINE.findall(text))
+        return
+    for line in text.splitlines(keepends=True):
+        if len(line) < _FGETS_SIZE:  # the common case, fast
+            fields = line.split(None, 3)
+            if len(fields) >= 3:
+                try:
+                    yield int(fields[0], 16) & 0xFFFFFFFFFFFFFFFF, fields[2]
+                    continue
+                except ValueError:
+                    pass
+        for chunk in _fgets_chunks(line):
+            m = _KALLSYMS_LINE.match(chunk)
+            if m:
+                yield int(m.group(1), 16) & 0xFFFFFFFFFFFFFFFF, m.group(3)
 
 
 def _glibc_msort(items: list[tuple[int, str]]) -> list[tuple[int, str]]:
@@ -102,28 +126,26 @@ class KernelSymbols:
 
     @classmethod
     def parse(cls, text: str) -> KernelSymbols:
-        syms: list[tuple[int, str]] = []
+        pairs = list(_parse_lines(text))
         call_base = 0
-        for chunk in _fgets_chunks(text):
-            m = _KALLSYMS_LINE.match(chunk)
-            if not m:
-                continue
-            address = int(m.group(1), 16) & 0xFFFFFFFFFFFFFFFF
-            name = m.group(3)
+        for address, name in pairs:
             if name == "__bpf_call_base":
                 call_base = address
                 if not address:  # kernel.kptr_restrict hides addresses: bpftool drops every symbol
                     return cls([], [], 0)
-            if address:
-                syms.append((address, name))
-        if syms:
-            keys = [_int32(a) for a, _ in syms]
-            if max(keys) - min(keys) < (1 << 31):
-                # the truncating comparator is then a plain order on the low 32 bits: a stable sort
-                # by that key is what glibc's stable merge sort produces
-                syms.sort(key=lambda s: _int32(s[0]))
-            else:
-                syms = _glibc_msort(syms)
+                break
+        syms = [p for p in pairs if p[0]]
+        if not syms:
+            return cls([], [], call_base)
+        low = [a & 0xFFFFFFFF for a, _ in syms]
+        keys = [k - 0x100000000 if k & 0x80000000 else k for k in low]
+        if max(keys) - min(keys) < (1 << 31):
+            # the truncating comparator is then a plain order of the signed low 32 bits, and a
+            # stable sort by that key is what glibc's stable merge sort produces
+            order = sorted(range(len(syms)), key=keys.__getitem__)
+            syms = [syms[i] for i in order]
+        else:
+            syms = _glibc_msort(syms)
         return cls([a for a, _ in syms], [n for _, n in syms], call_base)
 
     @classmethod
@@ -292,6 +314,8 @@ def _func_name(raw: RawInsn, namer: XlatedNamer) -> str:
         helper = by_id.get(raw.imm)
         if helper is not None:
             return helper.kernel_name
+        if raw.imm == 0:
+            return "bpf_unspec"  # func_id_str[BPF_FUNC_unspec]
     return namer.call_name(raw)
 
 
@@ -305,14 +329,22 @@ def _modern_callbacks(raw: RawInsn, namer: XlatedNamer) -> textfmt.KernelCallbac
                                    call=lambda _insn: _func_name(raw, namer), allow_ptr_leaks=True)
 
 
-def insn_text(data: bytes, slot: int, namer: XlatedNamer) -> str:
-    """The bpftool text of the instruction at ``slot`` (without index and newline)."""
+def insn_text(data: bytes, slot: int, namer: XlatedNamer, *, legacy: bool = False) -> str:
+    """The bpftool text of the instruction at ``slot`` (without index and newline).
+
+    By default newer instructions are spelled as today's ``disasm.c`` does (what a
+    current bpftool prints); ``legacy`` spells them as bpftool built from kernel 6.1
+    sources does (Debian 12's bpftool 7.1: ``bswap`` as ``BUG_alu64_d7`` ...), for
+    diffing against that bpftool.
+    """
     raw = RawInsn.at(data, slot)
     try:
         insn = isa.decode_one(data, slot * 8, slot)
     except isa.DecodeError:
         insn = None
-    if insn is None or insn.form.name in LEGACY_DIVERGENT_FORMS or _helper_id_diverges(raw):
+    if insn is None or insn.form.name in REWRITTEN_FORMS:
+        return legacy_insn_text(raw, namer)
+    if legacy and (insn.form.name in LEGACY_DIVERGENT_FORMS or _helper_id_diverges(raw)):
         return legacy_insn_text(raw, namer)
     return textfmt.format_insn(insn, "kernel", callbacks=_modern_callbacks(raw, namer))
 
@@ -327,7 +359,7 @@ def _hex_bytes(data: bytes) -> str:
     return " ".join(f"{b:02x}" for b in data)
 
 
-def xlated_lines(xlated: bytes, namer: XlatedNamer, *, opcodes: bool = False) -> list[str]:
+def xlated_lines(xlated: bytes, namer: XlatedNamer, *, opcodes: bool = False, legacy: bool = False) -> list[str]:
     """bpftool's dump_xlated_plain, one string per output line."""
     lines: list[str] = []
     count = len(xlated) // 8
@@ -337,7 +369,7 @@ def xlated_lines(xlated: bytes, namer: XlatedNamer, *, opcodes: bool = False) ->
             skip = False
             continue
         double = xlated[slot * 8] == 0x18
-        lines.append(f"{slot: 4d}: {insn_text(xlated, slot, namer)}")
+        lines.append(f"{slot: 4d}: {insn_text(xlated, slot, namer, legacy=legacy)}")
         if opcodes:
             text = "       " + _hex_bytes(xlated[slot * 8:slot * 8 + 8])
             if double:
@@ -347,7 +379,7 @@ def xlated_lines(xlated: bytes, namer: XlatedNamer, *, opcodes: bool = False) ->
     return lines
 
 
-def xlated_json(xlated: bytes, namer: XlatedNamer, *, opcodes: bool = False) -> list[dict]:
+def xlated_json(xlated: bytes, namer: XlatedNamer, *, opcodes: bool = False, legacy: bool = False) -> list[dict]:
     """bpftool's dump_xlated_json as Python objects."""
     out: list[dict] = []
     count = len(xlated) // 8
@@ -357,7 +389,7 @@ def xlated_json(xlated: bytes, namer: XlatedNamer, *, opcodes: bool = False) -> 
             skip = False
             continue
         double = xlated[slot * 8] == 0x18
-        entry: dict = {"disasm": insn_text(xlated, slot, namer)}
+        entry: dict = {"disasm": insn_text(xlated, slot, namer, legacy=legacy)}
         if opcodes:
             raw = xlated[slot * 8:slot * 8 + 8]
             imm = xlated[slot * 8 + 4:slot * 8 + (16 if double else 8)]
@@ -395,11 +427,12 @@ def namer_for(jited_ksyms: Sequence[int] = (), kallsyms_path: str | None = None)
     return XlatedNamer(KernelSymbols.load(kallsyms_path or "/proc/kallsyms"), list(jited_ksyms))
 
 
-def dump_xlated(info: object, *, opcodes: bool = False, symbols: KernelSymbols | None = None) -> str:
+def dump_xlated(info: Any, *, opcodes: bool = False, symbols: KernelSymbols | None = None,
+                legacy: bool = False) -> str:
     """The full ``bpftool prog dump xlated`` text of a ``syscall.ProgInfo`` (with arrays)."""
-    xlated: bytes = getattr(info, "xlated")
-    namer = XlatedNamer(symbols or KernelSymbols.load(), list(getattr(info, "jited_ksyms", [])))
-    return "".join(line + "\n" for line in xlated_lines(xlated, namer, opcodes=opcodes))
+    xlated: bytes = info.xlated
+    namer = XlatedNamer(symbols or KernelSymbols.load(), list(info.jited_ksyms))
+    return "".join(line + "\n" for line in xlated_lines(xlated, namer, opcodes=opcodes, legacy=legacy))
 
 
 def kallsyms_readable() -> bool:

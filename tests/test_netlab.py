@@ -112,7 +112,14 @@ def test_sweep_removes_stale_objects(kernel, unique_name):
     ns = lab.netns("stale")
     lab.veth("a", "b", peer_netns=ns)
     lab.veth("c", "d")
+    from pybpfasm import syscall
+
+    with syscall.map_create("array", 4, 4, 1) as fd:  # a stale pin directory with a pinned map
+        os.mkdir(f"/sys/fs/bpf/{unique_name}_dir")
+        syscall.obj_pin(fd, f"/sys/fs/bpf/{unique_name}_dir/m")
     removed = netlab.sweep(unique_name)  # as if the creating process had died
     assert any(r.startswith("netns") for r in removed)
+    assert f"pin /sys/fs/bpf/{unique_name}_dir/m" in removed
     assert _leftovers(unique_name) == []
+    assert not os.path.exists(f"/sys/fs/bpf/{unique_name}_dir")
     lab.close()  # idempotent after a sweep

@@ -87,6 +87,17 @@ def test_auto_mode_prefers_native(lab, progs):
         att.close()
 
 
+def test_auto_mode_falls_back_to_generic(lab, progs):
+    ns = lab.netns("n")  # loopback has no native XDP: the kernel says so and auto takes generic
+    for method in ("netlink", "link"):
+        att = xdp.attach_xdp("lo", progs[1], mode="auto", method=method, netns=ns)
+        assert att.mode == "generic" and xdp.query_xdp("lo", ns).prog_id("generic") == prog_id(progs[1])
+        att.detach()
+        att.close()
+    with pytest.raises(xdp.XdpError, match="native"):
+        xdp.attach_xdp("lo", progs[1], mode="native", netns=ns)
+
+
 def test_bpf_link_attach_update_detach(lab, progs):
     ns = lab.netns("n")
     pair = lab.veth("a", "b", peer_netns=ns)
@@ -131,6 +142,9 @@ def test_pinned_link_outlives_its_process(lab, unique_name):
         made_prog = int(out.stdout.strip())
         status = xdp.query_xdp(pair.peer, ns)
         assert status.prog_id("native") == made_prog  # the process is gone, the attachment is not
+        elsewhere = xdp.XdpLink.from_pinned(pin)  # wrong namespace: the ifindex is not resolved to a wrong name
+        assert elsewhere.mode == "unknown" and elsewhere.ifname == f"ifindex {pair.peer_index}"
+        elsewhere.close()
         link = xdp.XdpLink.from_pinned(pin, netns=ns)
         assert link.prog_id == made_prog and link.mode == "native" and link.ifname == pair.peer
         link.detach()
@@ -194,3 +208,15 @@ def test_user_errors_are_one_line(lab, progs):
         assert is_user_error(info.value) and "\n" not in str(info.value), str(info.value)
     with pytest.raises(xdp.XdpError, match="no such interface"):
         xdp.query_xdp(pair.name + "x")
+
+
+def test_detach_after_the_interface_went_away(lab, progs):
+    ns = lab.netns("gone")
+    pair = lab.veth("a", "b", peer_netns=ns)
+    att = xdp.attach_xdp(pair.peer, progs[0], mode="generic", netns=ns)
+    link = xdp.attach_xdp(pair.name, progs[0], mode="generic", method="link")
+    netlab.delete_netns(ns)  # takes both veth ends with it
+    att.detach()  # nothing left to detach: no error
+    link.detach()
+    link.close()
+    assert not att.attached and not link.attached

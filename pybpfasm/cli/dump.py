@@ -14,6 +14,8 @@ import sys
 from .. import introspect, syscall, xlated
 from .prog import emit_json, wants_json
 
+_HEADER_KEYS = ("id", "type", "name", "tag", "gpl_compatible", "run_time_ns", "run_cnt", "recursion_misses")
+
 
 def _parse(args: argparse.Namespace) -> tuple[str, introspect.Selector, bool]:
     words = list(args.words)
@@ -36,9 +38,11 @@ def _dump(args: argparse.Namespace) -> int:
     results = []
     out: list[str] = []
     try:
-        for fd in fds:
+        for n, fd in enumerate(fds):
             info = syscall.prog_get_info(fd)
             if many and not wants_json(args):
+                if n:
+                    out.append("\n")  # bpftool separates several programs by an empty line
                 out.append(introspect.prog_header_plain(fd))
             if info.btf_id and info.func_info:
                 print(f"pybpfasm: note: program {info.id} carries BTF; bpftool would also print its function "
@@ -49,10 +53,15 @@ def _dump(args: argparse.Namespace) -> int:
                                                      "(kernel.kptr_restrict or missing CAP_SYS_ADMIN?)")
                 namer = xlated.XlatedNamer(symbols, info.jited_ksyms)
                 if wants_json(args):
-                    body = xlated.xlated_json(info.xlated, namer, opcodes=opcodes)
-                    results.append({**introspect.prog_record(fd), "insns": body} if many else body)
+                    body = xlated.xlated_json(info.xlated, namer, opcodes=opcodes, legacy=args.legacy_bpftool)
+                    if many:  # bpftool: the prog header fields, then the instructions
+                        head = {k: v for k, v in introspect.prog_record(fd).items() if k in _HEADER_KEYS}
+                        results.append({**head, "insns": body})
+                    else:
+                        results.append(body)
                 else:
-                    out.extend(line + "\n" for line in xlated.xlated_lines(info.xlated, namer, opcodes=opcodes))
+                    out.extend(line + "\n" for line in xlated.xlated_lines(info.xlated, namer, opcodes=opcodes,
+                                                                     legacy=args.legacy_bpftool))
             else:
                 if not info.jited:
                     raise introspect.IntrospectError(f"program {info.id} is not JIT-compiled "
@@ -80,6 +89,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     kind.add_argument("--xlated", action="store_true", help="the verifier-rewritten instructions (default)")
     kind.add_argument("--jited", action="store_true", help="the JIT image bytes")
     p.add_argument("--opcodes", action="store_true", help="also print each instruction's bytes")
+    p.add_argument("--legacy-bpftool", action="store_true",
+                   help="spell sdiv/movsx/bswap/gotol/... as bpftool built from kernel 6.1 sources does "
+                        "(Debian 12's bpftool 7.1), for diffing against it")
     p.add_argument("-j", "--json", action="store_true", help="JSON output (bpftool's layout)")
     p.add_argument("-p", "--pretty", action="store_true", help="indented JSON")
     p.add_argument("words", nargs="+", metavar="SELECTOR", help="id N | pinned PATH | name NAME | tag TAG")

@@ -19,10 +19,18 @@ class CliError(Exception):
     """A user error: printed as one line, no traceback."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Subcommands registered by a module of another name.
+COMMAND_ALIASES = {"disasm": "asm"}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; given the command about to run, import only its module (start-up time:
+    other command families pull in pyroute2 and friends, ~0.4 s)."""
     parser = argparse.ArgumentParser(prog="pybpfasm", description="Pure-Python eBPF toolchain")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    module_name = COMMAND_ALIASES.get(command or "", command)
+    names = [module_name] if module_name in COMMAND_MODULES else COMMAND_MODULES
+    for name in names:
         try:
             module = importlib.import_module(f"pybpfasm.cli.{name}")
         except ModuleNotFoundError as exc:
@@ -34,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

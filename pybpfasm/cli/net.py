@@ -68,7 +68,7 @@ def _attach(args: argparse.Namespace) -> int:
         raise introspect.IntrospectError(f"{sel} matches {len(fds)} programs; use id N")
     with fds[0] as fd:
         att = xdp.attach_xdp(args.dev, fd, mode=ATTACH_TYPES[args.type], replace=bool(args.overwrite), netns=args.netns)
-        att._forget_prog()  # the attachment outlives this command
+        att.close()  # the attachment outlives this command
     return 0
 
 

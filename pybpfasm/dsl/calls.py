@@ -27,7 +27,11 @@ from .core import (
     convert,
     current,
     error,
+    followed_by_branch,
     host,
+    swap_const,
+    to_be,
+    ty_of,
     user_loc,
 )
 from .ir import ARG_REGS, R0, R1
@@ -255,7 +259,7 @@ def add(m: Any, key: Any, n: Any = 1, *, create: bool = False, **fields: Any) ->
     atomic = _map_type(m) not in _PERCPU
     k = _key_arg(m, key)
     ref = lookup(m, k)
-    with If(ref):
+    with If(ref, followed=create):
         if fields:
             for name, inc in fields.items():
                 ref.add(inc, name, atomic=atomic)
@@ -340,6 +344,8 @@ class reserve:  # noqa: N801 - reads as a construct: with reserve(events, Event)
         b.terminated = False
         b.facts = self.entry
         b.chain = _Chain(self.end, ends, self.entry, self.loc, b.scope)
+        if not followed_by_branch(self.loc):
+            b.flush_chain()
         return False
 
 
@@ -385,7 +391,15 @@ class subprog:  # noqa: N801 - used as a decorator
     def __init__(self, fn: Any):
         self.fn = fn
         self.name = fn.__name__
-        self.params = list(inspect.signature(fn).parameters)
+        sig = inspect.signature(fn)
+        self.params = list(sig.parameters)
+        self.types: dict[str, Any] = {}
+        for p, param in sig.parameters.items():
+            ann = param.annotation
+            if isinstance(ann, str):
+                ann = eval(ann, fn.__globals__)  # noqa: S307 - the user's own annotation
+            if isinstance(ann, ScalarType):
+                self.types[p] = ann
         if len(self.params) > 5:
             raise error(f"subprogram {self.name} takes more than 5 parameters")
 
@@ -404,6 +418,10 @@ class subprog:  # noqa: N801 - used as a decorator
                 if not isinstance(a, Packet):
                     raise error(f"parameter pkt of {self.name} takes the packet")
                 regs.append(("reg", a.ctx.vreg))
+            elif p in self.types and self.types[p].is_network_order and isinstance(a, Scalar):
+                regs.append(("reg", to_be(a, self.types[p].size).vreg))
+            elif p in self.types and isinstance(a, int) and self.types[p].is_network_order:
+                regs.append(("imm", swap_const(a, self.types[p].size)))
             else:
                 regs.append(_prepare_arg(self.name, i, "scalar", a))
         for i, (how, v) in enumerate(regs):
@@ -430,6 +448,12 @@ class subprog:  # noqa: N801 - used as a decorator
                 if p == "pkt":
                     b.packet = Packet(t)
                     args.append(b.packet)
+                elif p in self.types:
+                    st = self.types[p]
+                    if st.is_network_order:
+                        args.append(Scalar(t, ty_of(st), None, "be", st.size))
+                    else:
+                        args.append(convert(Scalar(t, U64), ty_of(st)))
                 else:
                     args.append(Scalar(t, U64))
             ret = self.fn(*args)

@@ -49,6 +49,8 @@ def user_loc() -> SourceLoc | None:
     frame = sys._getframe(1)
     while frame is not None:
         fname = frame.f_code.co_filename
+        if frame.f_code.co_name == "_build" and fname.startswith(_DSL_DIR):
+            return getattr(_BUILDERS[-1], "fallback_loc", None) if _BUILDERS else None
         if not fname.startswith(_SKIP_FILES) and not fname.startswith("<frozen"):
             text = linecache.getline(fname, frame.f_lineno).strip()
             try:
@@ -64,6 +66,48 @@ def user_loc() -> SourceLoc | None:
 
 def error(message: str, loc: SourceLoc | None = None) -> DslError:
     return DslError(message, loc or user_loc())
+
+
+_AST_CACHE: dict[str, Any] = {}
+
+
+def followed_by_branch(loc: SourceLoc | None) -> bool:
+    """Is the ``with`` statement at ``loc`` directly followed by ``with Elif(...)`` / ``with Else()``?
+
+    Python evaluates an Elif's condition before Elif runs, so the builder must
+    know, when an If block ends, whether that code belongs to the false branch.
+    """
+    import ast
+
+    if loc is None:
+        return False
+    fname = loc.file if os.path.isabs(loc.file) else os.path.abspath(loc.file)
+    tree = _AST_CACHE.get(fname)
+    if tree is None:
+        lines = linecache.getlines(fname)
+        if not lines:
+            return False
+        try:
+            tree = ast.parse("".join(lines))
+        except SyntaxError:
+            return False
+        _AST_CACHE[fname] = tree
+    for node in ast.walk(tree):
+        for body_name in ("body", "orelse", "finalbody", "handlers"):
+            body = getattr(node, body_name, None)
+            if not isinstance(body, list):
+                continue
+            for i, stmt in enumerate(body):
+                if isinstance(stmt, ast.With) and stmt.lineno == loc.line and i + 1 < len(body):
+                    nxt = body[i + 1]
+                    if isinstance(nxt, ast.With) and nxt.items:
+                        call = nxt.items[0].context_expr
+                        if isinstance(call, ast.Call):
+                            f = call.func
+                            name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+                            return name in ("Elif", "Else")
+                    return False
+    return False
 
 
 # ----------------------------------------------------------------------------- facts
@@ -179,8 +223,7 @@ class Builder:
     # -- emission
     def emit(self, form: str, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0, ref: Any = None,
              nargs: int = 0, loc: SourceLoc | None = None, **meta: Any) -> Op:
-        if self.chain is not None:
-            self.flush_chain()
+        meta["depth"] = len(self.loops)
         op = Op(form, dst, src, off, imm, 0, ref, loc or user_loc(), nargs, meta)
         self.fn.items.append(op)
         return op
@@ -367,6 +410,12 @@ class Scalar:
     def value(self) -> Scalar:
         """The numeric (host order) value."""
         return host(self)
+
+    def raw_be(self, nbytes: int) -> Scalar:
+        """Reinterpret the register's low bytes as an already network-ordered ``nbytes`` field (no swap):
+        for values computed in memory order, such as a folded ``bpf_csum_diff`` result."""
+        v = host(self)
+        return Scalar(v.vreg, U64 if nbytes == 8 else U32, None, "be", nbytes, scope=v.scope)
 
 
 # -- helpers to get operands in registers
@@ -562,6 +611,9 @@ def binop(op: str, a: Any, b: Any) -> Scalar:
     if isinstance(a, int) and isinstance(b, int):
         return load_const(fold(op, a, b, ty), ty)  # pragma: no cover - Python folds before us
     bld = current()
+    # division by a constant zero: the ISA's result, decided now (the verifier rejects the instruction)
+    if isinstance(b, int) and op in ("//", "%") and norm(b, ty) == 0:
+        return load_const(0, ty) if op == "//" else _copy_if_alias(convert(a, ty))  # type: ignore[arg-type]
     # identities
     if isinstance(b, int):
         bn = norm(b, ty)
@@ -570,6 +622,10 @@ def binop(op: str, a: Any, b: Any) -> Scalar:
             return _copy_if_alias(convert(a, ty))  # type: ignore[arg-type]
     if isinstance(a, int) and op in ("+", "*", "&", "|", "^"):
         a, b = b, a  # commutative: constant second
+    if op == "&" and isinstance(b, int) and ty.bits == 64 and norm(b, ty) == 0xFFFFFFFF and isinstance(a, Scalar):
+        t = bld.vreg()  # x & 0xffffffff: a 32-bit move zero-extends
+        bld.emit("mov32_x", t, convert(a, ty).vreg)
+        return Scalar(t, ty, 0xFFFFFFFF)
     if isinstance(a, int):
         a = load_const(a, ty)
     a = convert(a, ty)
@@ -911,7 +967,9 @@ class Var:
         else:
             v = convert(v, self.ty)
             b.emit("mov64_x", self.vreg, v.vreg)
-        b.facts.assigned.add(id(self))
+        if id(self) not in b.facts.assigned:
+            b.facts = b.facts.copy()  # facts objects are shared between paths: copy on write
+            b.facts.assigned.add(id(self))
 
     def _dsl_scalar(self) -> Scalar:
         b = current()
@@ -962,16 +1020,17 @@ Var.__hash__ = object.__hash__  # type: ignore[method-assign]
 class If:
     """``with If(cond):`` -- the body runs when cond holds; Elif/Else may follow."""
 
-    def __init__(self, cond: Any):
+    def __init__(self, cond: Any, *, followed: bool | None = None):
         self.cond = as_cond(cond)
         self.loc = user_loc()
+        self.followed = followed  # None: look at the source for a following Elif/Else
 
     def _begin(self, b: Builder, entry: Facts) -> None:
         self.else_label = b.fn.label("else")
         b.facts = entry
         self.cond.jump_if(False, self.else_label)
-        self.false_facts = self.cond.facts_false(entry)
-        b.facts = self.cond.facts_true(b.facts if b.facts is not entry else entry)
+        self.false_facts = self.cond.facts_false(entry).copy()
+        b.facts = self.cond.facts_true(entry).copy()
         self.scope = b.open_scope("if")
 
     def __enter__(self) -> None:
@@ -993,6 +1052,9 @@ class If:
         b.terminated = False
         b.facts = self.false_facts
         b.chain = _Chain(self.end, self.ends, self.false_facts, self.loc, b.scope)
+        followed = self.followed if self.followed is not None else followed_by_branch(self.loc)
+        if not followed:
+            b.flush_chain()
         return False
 
 

@@ -51,6 +51,18 @@ VAR_OFFSET_LIMIT = 0x3FFF  # a variable packet offset is bounded to this before 
 
 _ids = itertools.count(1)
 
+class _Empty:
+    """A zero-byte layout (end markers for length checks)."""
+
+    size = 0
+    align = 1
+
+    def __repr__(self) -> str:
+        return "EMPTY"
+
+
+EMPTY = _Empty()
+
 # ----------------------------------------------------------------------------- regions
 
 
@@ -108,10 +120,10 @@ class PacketBase(Region):
         b = current()
         got = b.facts.checked.get(self.id)
         if got is None or got[0] < end:
-            covered = f"only {got[0]} bytes are checked" if got else "no bounds check covers it"
-            raise error(f"packet bytes {start}..{end} of this header are read or written but {covered} on this "
-                        "path: check first with pkt.ensure(view, otherwise=...), pkt.header(...) or "
-                        "`with If(pkt.has(view)):`")
+            covered = f"only {got[0]} bytes from its base are checked" if got else "nothing is checked there"
+            raise error(f"packet access to bytes {start}..{end} (from the header's base) is not covered by a "
+                        f"bounds check on this path ({covered}): check first with pkt.ensure(view, otherwise=...), "
+                        "pkt.header(...) or `with If(pkt.has(view)):`")
         return got[1], 0
 
     def offset(self) -> Scalar | int:
@@ -186,10 +198,23 @@ def store(region: Region, off: int, ftype: Any, value: Any) -> None:
     b.emit(f"stx{_SZ[size]}", ptr, v.vreg, base + off)
 
 
+def _chunk(left: int, *aligned: int | None) -> int:
+    """Widest access (8/4/2/1 bytes) that fits ``left`` and keeps stack addresses aligned (the verifier
+    insists on aligned stack access; ``None`` marks a side that needs no alignment)."""
+    for n in (8, 4, 2, 1):
+        if n <= left and all(a is None or a % n == 0 for a in aligned):
+            return n
+    return 1
+
+
+def _strict(region: Region, off: int) -> int | None:
+    return off if isinstance(region, StackRegion) else None
+
+
 def _store_bytes(region: Region, off: int, data: bytes) -> None:
     pos = 0
     while pos < len(data):
-        n = 4 if len(data) - pos >= 4 else 2 if len(data) - pos >= 2 else 1
+        n = min(_chunk(len(data) - pos, _strict(region, off + pos)), 4)
         store(region, off + pos, ScalarType("raw", n, False, "little"), int.from_bytes(data[pos:pos + n], "little"))
         pos += n
 
@@ -201,7 +226,7 @@ def copy(dst: View, src: View) -> None:
         raise error(f"copy between views of different sizes ({src.size} and {size})")
     pos = 0
     while pos < size:
-        n = 8 if size - pos >= 8 else 4 if size - pos >= 4 else 2 if size - pos >= 2 else 1
+        n = _chunk(size - pos, _strict(dst._region, dst._off + pos), _strict(src._region, src._off + pos))
         t = ScalarType("raw", n, False, "little")
         store(dst._region, dst._off + pos, t, load(src._region, src._off + pos, t))
         pos += n
@@ -231,6 +256,8 @@ class View:
     __slots__ = ("_region", "_off", "_layout")
 
     def __init__(self, region: Region, off: int, layout: Any):
+        if not isinstance(getattr(layout, "size", None), int):
+            raise error(f"{layout!r} is not a layout (a pybpfasm.layout Struct or field type)")
         object.__setattr__(self, "_region", region)
         object.__setattr__(self, "_off", off)
         object.__setattr__(self, "_layout", layout)
@@ -347,6 +374,11 @@ class View:
         base = PacketBase(self._region.packet, self._region, self._off + _extra, off)
         return View(base, 0, layout)
 
+    def extent(self, n: Any) -> View:
+        """A zero-size marker ``n`` bytes from this view's start: ``pkt.has(ip.extent(tot_len))``
+        checks that ``n`` bytes (a constant or DSL value) starting here are in the frame."""
+        return self.at(n, EMPTY)
+
     @property
     def offset(self) -> Scalar | int:
         """Offset of this view from the start of the packet (for bpf_xdp_load_bytes and the like)."""
@@ -459,7 +491,7 @@ def local(layout: Any, value: Any = None, **fields: Any) -> View:
                 raise error(f"{layout.__name__} has no field {k!r}")
             if not (isinstance(v, int) and v == 0):
                 covered.update(range(f.offset, f.offset + f.type.size))
-        zero_fill(region, off, (size + 7) & ~7 if size >= 8 else size, covered)
+        zero_fill(region, off, size, covered)
         for k, v in fields.items():
             if isinstance(v, int) and v == 0:
                 continue

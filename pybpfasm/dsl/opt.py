@@ -39,7 +39,22 @@ def _retarget(op: Op, name: str) -> Op:
     return Op(op.form, op.dst, op.src, op.off, op.imm, op.imm2, Label(name), op.source, op.nargs, op.meta)
 
 
+def forward_stores(items: list[Item]) -> list[Item]:
+    """``*(u64 *)(r10 + X) = rA`` then ``rB = *(u64 *)(r10 + X)``: the load becomes ``rB = rA`` (spill code)."""
+    out: list[Item] = []
+    for it in items:
+        prev = out[-1] if out else None
+        if (isinstance(it, Op) and it.form == "ldxdw" and it.src == 10 and isinstance(prev, Op)
+                and prev.form == "stxdw" and prev.dst == 10 and prev.off == it.off):
+            if it.dst != prev.src:
+                out.append(Op("mov64_x", it.dst, prev.src, source=it.source, meta=it.meta))
+            continue
+        out.append(it)
+    return out
+
+
 def optimize(items: list[Item], max_tail: int = 3) -> list[Item]:
+    items = forward_stores(items)
     for _ in range(100):
         new = _pass(items, max_tail)
         if new == items:

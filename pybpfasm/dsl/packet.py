@@ -49,6 +49,7 @@ class Packet:
         self.data_end = b.vreg()
         b.emit("ldxw", self.data, self.ctx.vreg, _CTX_DATA)
         b.emit("ldxw", self.data_end, self.ctx.vreg, _CTX_DATA_END)
+        b.facts = b.facts.copy()
         b.facts.checked = {self.root.id: (0, self.data)}
 
     def invalidate(self) -> None:

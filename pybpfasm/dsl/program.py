@@ -90,6 +90,7 @@ class XdpProgram:
 
     def _build(self) -> Compiled:
         b = Builder(self)
+        b.fallback_loc = _def_loc(self.fn)  # type: ignore[attr-defined]
         b.pending_subprogs = []  # type: ignore[attr-defined]
         with building(b):
             ctx = b.vreg()
@@ -124,58 +125,18 @@ class XdpProgram:
                 maps.append(it.ref.map)
         return Compiled(items, maps)
 
-    # -- loading (delegates to pybpfasm.program when available)
+    # -- loading
     def load(self, **kw: Any) -> Any:
-        """Load into the kernel: returns ``pybpfasm.program.Program`` (or a minimal fallback with ``fd``)."""
-        try:
-            from ..program import Program  # type: ignore[attr-defined]
-        except ImportError:
-            Program = None  # noqa: N806
-        if Program is not None and hasattr(Program, "load"):
-            return Program.load(self.instructions, prog_type=self.prog_type, name=self.name,
-                                license=self.license, **kw)
-        return _fallback_load(self, **kw)
+        """Load into the kernel: a ``pybpfasm.program.Program`` (VerifierError names DSL lines)."""
+        from ..program import Program
+        kw.setdefault("name", self.name)
+        kw.setdefault("license", self.license)
+        return Program.load(self.items, prog_type=self.prog_type, **kw)
 
 
 def _def_loc(fn: Any) -> SourceLoc:
     code = fn.__code__
     return SourceLoc(code.co_filename, code.co_firstlineno)
-
-
-class _Loaded:
-    """Minimal loaded program (used only until pybpfasm.program exists)."""
-
-    def __init__(self, fd: Any, insns: list[Instruction]):
-        self.fd = fd
-        self.insns = insns
-
-    def test_run(self, data: bytes, repeat: int = 1) -> Any:
-        from ..syscall import prog_test_run
-        return prog_test_run(self.fd, data, repeat=repeat)
-
-    def close(self) -> None:
-        self.fd.close()
-
-
-def _fallback_load(prog: XdpProgram, log_size: int = 1 << 22, **_: Any) -> _Loaded:
-    from ..isa import Pseudo, encode_program
-    from ..syscall import BPFError, prog_load
-    insns = prog.instructions
-    patched = []
-    for i in insns:
-        if isinstance(i.ref, MapRef):
-            fd = int(i.ref.map.fd)
-            if i.ref.value_offset is not None:
-                i = i.with_(src=Pseudo.MAP_VALUE, imm=fd, imm2=i.ref.value_offset)
-            else:
-                i = i.with_(imm=fd)
-        patched.append(i)
-    try:
-        res = prog_load("XDP", encode_program(patched), prog.license, name=prog.name, log_level=1, log_size=log_size)
-    except BPFError as exc:
-        log = getattr(exc, "log", "")
-        raise DslError(f"verifier rejected {prog.name}: {exc}\n{log[-3000:]}") from None
-    return _Loaded(res.fd, patched)
 
 
 def xdp(fn: Callable[..., Any] | None = None, *, name: str | None = None, license: str = "GPL") -> Any:  # noqa: A002

@@ -138,7 +138,7 @@ def allocate(items: list[Item], new_vreg: Callable[[], int], alloc_slot: Callabl
     raise RuntimeError("register allocation did not converge")
 
 
-def _try_color(items: list[Item], no_spill: set[int]) -> tuple[dict[int, int], set[int]]:
+def _try_color(items: list[Item], no_spill: set[int]) -> tuple[dict[int, int], dict[int, int]]:
     bl = Blocks(items)
     live_out = bl.liveness()
     adj: dict[int, set[int]] = {}
@@ -155,10 +155,11 @@ def _try_color(items: list[Item], no_spill: set[int]) -> tuple[dict[int, int], s
         live = set(out)
         for op in reversed(b):
             d, u = defs_uses(op)
+            w = 10 ** min(op.meta.get("depth", 0), 4)
             for x in d + u:
                 if x >= FIRST_VREG:
                     adj.setdefault(x, set())
-                    uses_count[x] = uses_count.get(x, 0) + 1
+                    uses_count[x] = uses_count.get(x, 0) + w
             if is_move(op):
                 moves.append((op.dst, op.src))
                 for y in live:
@@ -198,6 +199,10 @@ def _try_color(items: list[Item], no_spill: set[int]) -> tuple[dict[int, int], s
             changed = True
 
     nodes = [n for n in adj if n >= FIRST_VREG and uf.find(n) == n]
+    class_cost: dict[int, int] = {}
+    for x, c in uses_count.items():
+        r = uf.find(x)
+        class_cost[r] = class_cost.get(r, 0) + c
     # Simplify.
     removed: set[int] = set()
     stack: list[int] = []
@@ -214,7 +219,7 @@ def _try_color(items: list[Item], no_spill: set[int]) -> tuple[dict[int, int], s
                 break
         if pick is None:  # optimistic: push the cheapest to spill
             cands = [n for n in work if n not in no_spill] or list(work)
-            pick = max(cands, key=lambda n: degree(n) / (1 + uses_count.get(n, 0)))
+            pick = max(cands, key=lambda n: degree(n) / (1 + class_cost.get(n, 0)))
         work.discard(pick)
         removed.add(pick)
         stack.append(pick)
@@ -245,17 +250,16 @@ def _try_color(items: list[Item], no_spill: set[int]) -> tuple[dict[int, int], s
         else:
             color[n] = choice
     if spills:
-        # spill every original vreg merged into an uncoloured representative
-        out: set[int] = set()
-        all_regs = {x for x in uses_count}
-        for x in all_regs:
+        # spill every original vreg merged into an uncoloured representative (one slot per class)
+        out: dict[int, int] = {}
+        for x in uses_count:
             if uf.find(x) in spills:
-                out.add(x)
-        return {}, out
+                out[x] = uf.find(x)
+        return {}, out  # type: ignore[return-value]
     final: dict[int, int] = {}
     for x in uses_count:
         final[x] = color[uf.find(x)]
-    return final, set()
+    return final, {}
 
 
 def _rewrite(items: list[Item], colors: dict[int, int]) -> list[Item]:
@@ -274,9 +278,14 @@ def _rewrite(items: list[Item], colors: dict[int, int]) -> list[Item]:
     return out
 
 
-def _spill(items: list[Item], spills: set[int], new_vreg: Callable[[], int], alloc_slot: Callable[[], int],
+def _spill(items: list[Item], spills: dict[int, int], new_vreg: Callable[[], int], alloc_slot: Callable[[], int],
            no_spill: set[int]) -> list[Item]:
-    slots = {v: alloc_slot() for v in spills}
+    class_slot: dict[int, int] = {}
+    slots: dict[int, int] = {}
+    for v, rep in spills.items():
+        if rep not in class_slot:
+            class_slot[rep] = alloc_slot()
+        slots[v] = class_slot[rep]
     out: list[Item] = []
     for it in items:
         if isinstance(it, Label):
@@ -284,6 +293,8 @@ def _spill(items: list[Item], spills: set[int], new_vreg: Callable[[], int], all
             continue
         d, u = defs_uses(it)
         touched = [v for v in set(d) | set(u) if v in slots]
+        if is_move(it) and it.dst in slots and it.src in slots and slots[it.dst] == slots[it.src]:
+            continue  # a copy within one spilled class
         if not touched:
             out.append(it)
             continue

@@ -1,4 +1,4 @@
-"""Test helpers: IGMP frames and a reference (spec-level) parser of what the downstream program must do.
+"""Test helpers (no tests here): IGMP frames and a reference (spec-level) parser of what the downstream program must do.
 
 The oracle is written from the issue's rules, not from the BPF code, so the
 fuzz test compares two independent readings of the same specification.
@@ -90,6 +90,8 @@ def expected(data: bytes, ifindex: int = 1) -> tuple[int, str, list[tuple]]:
     if kind != 0x22:
         return XDP_DROP, "UNKNOWN_TYPE", []
     ngrec = struct.unpack_from("!H", igmp, 6)[0]
+    if ngrec > (MAX_IGMP_LEN - 8) // 8:  # cannot fit, whatever the records say
+        return XDP_DROP, "BAD_NGREC", []
     off = 8
     events = []
     for _ in range(ngrec):

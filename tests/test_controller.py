@@ -1,0 +1,211 @@
+"""``python -m pybpfasm.load`` as users run it: --keep and kill -9, re-adoption, show, unload, clean errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from test_forwarder import wait_until
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+G = "239.10.10.10"
+
+
+def _cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", *args]
+
+
+def start_loader(lab, instance: str, *extra: str) -> subprocess.Popen:
+    proc = subprocess.Popen(_cmd("pybpfasm.load", "--upstream", lab.upstream, "--downstream", ",".join(lab.downstreams),
+                                 "--instance", instance, *extra),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    lines = []
+    while True:  # wait for "controller running"
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError("loader exited early:\n" + "".join(lines))
+        lines.append(line)
+        if "controller running" in line:
+            return proc
+
+
+def show(instance: str) -> dict:
+    out = subprocess.run(_cmd("pybpfasm.cli.main", "mcast", "show", "--instance", instance, "--json"),
+                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def xdp_attached(ifname: str) -> bool:
+    from pybpfasm import xdp
+
+    return bool(xdp.query_xdp(ifname).attached)
+
+
+@pytest.fixture
+def lab(kernel, unique_name):
+    from loader.lab import ForwarderLab
+    from loader.pins import PinLayout
+
+    with ForwarderLab(unique_name, 2, [3, 2]) as the_lab:
+        yield the_lab
+        layout = PinLayout(unique_name)
+        if layout.exists():  # a failed test must not leave forwarding behind
+            from loader.instance import remove_instance
+
+            remove_instance(unique_name)
+
+
+def delivered(lab, group: str = G, count: int = 10) -> dict[str, int]:
+    from loader.lab import received, send
+
+    s = lab.source.sender()
+    try:
+        send(s, group, count=count)
+    finally:
+        s.close()
+    return received(lab.receivers, group, 0.15)
+
+
+def test_kill_9_with_keep_then_readopt(lab, unique_name):
+    from loader.pins import PinLayout
+
+    r0, r1 = lab.receivers
+    first = start_loader(lab, unique_name, "--keep")
+    try:
+        r0.join(G)
+        assert wait_until(lambda: "239.10.10.10" in [g["group"] for g in show(unique_name)["groups"]])
+        assert delivered(lab) == {"r0": 10, "r1": 0}
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    # nobody consumes events now, but forwarding continues with the pinned state
+    assert delivered(lab) == {"r0": 10, "r1": 0}
+    status = show(unique_name)
+    assert [(g["group"], g["ports"]) for g in status["groups"]] == [(G, [r0.port_if])]
+    r1.join(G)  # its report waits in the ring buffer for the next controller
+    time.sleep(0.3)
+    assert delivered(lab) == {"r0": 10, "r1": 0}
+
+    second = start_loader(lab, unique_name)
+    try:
+        assert wait_until(lambda: delivered(lab, count=1)["r1"] == 1, 5)
+        assert delivered(lab) == {"r0": 10, "r1": 10}
+        hosts = {h["host"] for g in show(unique_name)["groups"] for h in g["hosts"]}
+        assert hosts == {r0.address, r1.address}
+    finally:
+        second.send_signal(signal.SIGTERM)
+        out = second.communicate(timeout=10)[0]
+    assert second.returncode == 0, out
+    assert "detached and unpinned" in out
+    assert not PinLayout(unique_name).exists()
+    assert not any(xdp_attached(i) for i in [lab.upstream, *lab.downstreams])
+
+
+def test_show_after_keep_exit_and_unload(lab, unique_name):
+    from loader.pins import PinLayout
+
+    r0, _ = lab.receivers
+    proc = start_loader(lab, unique_name, "--keep")
+    r0.join(G)
+    assert wait_until(lambda: bool(show(unique_name)["groups"]))
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=10)[0]
+    assert proc.returncode == 0 and "kept" in out
+    assert delivered(lab)["r0"] == 10
+    status = show(unique_name)
+    assert status["groups"][0]["packets"] >= 10
+    assert {i["role"] for i in status["interfaces"]} == {"upstream", "downstream"}
+    assert status["downstream_stats"]["events"] >= 1
+    text = subprocess.run(_cmd("pybpfasm.cli.main", "mcast", "show", "--instance", unique_name),
+                          capture_output=True, text=True, cwd=ROOT).stdout
+    assert G in text and lab.upstream in text
+    done = subprocess.run(_cmd("pybpfasm.cli.main", "mcast", "unload", "--instance", unique_name),
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert not PinLayout(unique_name).exists()
+    assert not xdp_attached(lab.upstream)
+    assert delivered(lab)["r0"] == 0
+
+
+def _load_error(*args: str, prefix: list[str] | None = None) -> str:
+    out = subprocess.run([*(prefix or []), *_cmd("pybpfasm.load", *args)], capture_output=True, text=True, cwd=ROOT,
+                         timeout=60)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr  # one clear line, no traceback
+    return lines[0]
+
+
+def test_bad_interface_name(lab, unique_name):
+    line = _load_error("--upstream", lab.upstream, "--downstream", f"{lab.downstreams[0]},nosuchif0",
+                       "--instance", unique_name)
+    assert "nosuchif0" in line
+    from loader.pins import PinLayout
+
+    assert not PinLayout(unique_name).exists()
+    assert not any(xdp_attached(i) for i in [lab.upstream, *lab.downstreams])
+
+
+def test_interface_already_carrying_xdp(lab, unique_name):
+    from loader.pins import PinLayout
+    from programs.interim import Asm
+    from pybpfasm import xdp
+    from pybpfasm.program import Program
+
+    a = Asm()
+    a.ret(2)
+    other = Program.load(a.resolve(), prog_type="xdp", name="someone_else")
+    busy = lab.downstreams[1]
+    attachment = xdp.attach_xdp(busy, other, mode="generic")
+    try:
+        line = _load_error("--upstream", lab.upstream, "--downstream", ",".join(lab.downstreams),
+                           "--instance", unique_name)
+        assert busy in line and "XDP" in line
+        assert not PinLayout(unique_name).exists()
+        assert not xdp_attached(lab.upstream) and not xdp_attached(lab.downstreams[0])
+        assert xdp.query_xdp(busy).prog_id() == other.id  # theirs untouched
+    finally:
+        attachment.detach()
+        other.close()
+
+
+def test_missing_bpffs_and_privileges(lab, unique_name):
+    args = ["--upstream", lab.upstream, "--downstream", lab.downstreams[0], "--instance", unique_name]
+    # a private mount namespace without bpffs: nothing else on the machine notices
+    if subprocess.run(["unshare", "--mount", "--propagation", "private", "true"]).returncode == 0:
+        script = f"umount /sys/fs/bpf && exec {sys.executable} -m pybpfasm.load " + " ".join(args)
+        out = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                             capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert out.returncode == 2 and "bpf filesystem" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+                          sys.executable, "-m", "pybpfasm.load", *args],
+                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 2 and "root" in out.stderr, out.stderr
+    assert not any(xdp_attached(i) for i in [lab.upstream, *lab.downstreams])
+
+
+def test_interface_names_with_dots_are_escaped(kernel, unique_name):
+    from loader.instance import Instance
+    from loader.pins import escape_ifname, unescape_ifname
+    from pybpfasm import netlab
+
+    assert escape_ifname("eth0.100") == "eth0%2E100" and unescape_ifname("eth0%2E100") == "eth0.100"
+    assert unescape_ifname(escape_ifname("a%2E.b")) == "a%2E.b"
+    with netlab.Lab(unique_name) as lab:
+        up = lab.veth(".u", ".v")
+        down = lab.veth(".d", ".e")
+        inst = Instance.create(unique_name, up.name, [down.name], mode="generic")
+        try:
+            assert sorted(os.listdir(inst.layout.links_dir)) == sorted([escape_ifname(up.name),
+                                                                       escape_ifname(down.name)])
+            again = Instance.open(unique_name)
+            assert again.upstream == up.name and again.downstreams == [down.name]
+            again.close()
+        finally:
+            inst.remove()

@@ -18,8 +18,8 @@ three callbacks that name things; this module reproduces all of it:
 * BPF-to-BPF calls: ``pc+N#bpf_prog_<tag>_<func>`` through the jited ksyms.
 * ``ld_imm64``: ``map[id:N]``, ``map[id:N][0]+off``, ``subprog[+N]``.
 
-BTF-annotated programs (func_info / line_info) are not rendered: pybpfasm
-loads programs without BTF; ``dump`` says so instead of printing different text.
+Programs loaded with BTF (func_info / line_info) get bpftool's annotation lines
+(function signatures, ``; source line``) from ``pybpfasm.btfext``.
 """
 
 from __future__ import annotations
@@ -359,8 +359,13 @@ def _hex_bytes(data: bytes) -> str:
     return " ".join(f"{b:02x}" for b in data)
 
 
-def xlated_lines(xlated: bytes, namer: XlatedNamer, *, opcodes: bool = False, legacy: bool = False) -> list[str]:
-    """bpftool's dump_xlated_plain, one string per output line."""
+def xlated_lines(xlated: bytes, namer: XlatedNamer, *, opcodes: bool = False, legacy: bool = False,
+                 annotations: dict[int, list[str]] | None = None) -> list[str]:
+    """bpftool's dump_xlated_plain, one string per output line.
+
+    ``annotations`` (from ``btfext.xlated_annotations``) are the BTF lines bpftool
+    prints before a slot: function signatures and ``; source line``.
+    """
     lines: list[str] = []
     count = len(xlated) // 8
     skip = False
@@ -369,6 +374,8 @@ def xlated_lines(xlated: bytes, namer: XlatedNamer, *, opcodes: bool = False, le
             skip = False
             continue
         double = xlated[slot * 8] == 0x18
+        if annotations:
+            lines.extend(annotations.get(slot, ()))
         lines.append(f"{slot: 4d}: {insn_text(xlated, slot, namer, legacy=legacy)}")
         if opcodes:
             text = "       " + _hex_bytes(xlated[slot * 8:slot * 8 + 8])

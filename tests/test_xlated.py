@@ -379,3 +379,25 @@ def test_dump_forwarder_programs_identical(kernel, bpftool):
     finally:
         for obj in [*progs.values(), *the_maps.values()]:
             obj.close()
+
+
+def test_dump_xlated_with_btf_source_lines_like_bpftool(kernel, bpftool, unique_name):
+    """A program loaded with BTF line info: bpftool's signature and '; source' lines too."""
+    from pybpfasm.isa import SourceLoc
+    from pybpfasm.program import Program
+
+    def at(line: int, text: str) -> SourceLoc:
+        return SourceLoc("prog.py", line, 1, text)
+
+    insns = [
+        M("mov64_k", dst=0, imm=2, source=at(3, "action = XDP_PASS")),
+        M("ldxw", dst=1, src=1, off=4, source=at(4, "end = ctx.data_end")),
+        M("jeq_k", dst=1, imm=0, off=1, source=at(5, "if end == 0:")),
+        M("mov64_k", dst=0, imm=1, source=at(6, "    action = XDP_DROP")),
+        M("exit", source=at(7, "return action")),
+    ]
+    with Program.load(insns, name=unique_name, btf=True) as prog:
+        for extra in ([], ["opcodes"], ["linum"]):
+            ours = _ours("dump", "xlated", "id", str(prog.id), *extra)
+            assert "; end = ctx.data_end" in ours
+            assert ours == _theirs(bpftool, "prog", "dump", "xlated", "id", str(prog.id), *extra)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import introspect, syscall, xlated
+from .. import btfext, introspect, syscall, xlated
 from .prog import emit_json, wants_json
 
 _HEADER_KEYS = ("id", "type", "name", "tag", "gpl_compatible", "run_time_ns", "run_cnt", "recursion_misses")
@@ -23,9 +23,11 @@ def _parse(args: argparse.Namespace) -> tuple[str, introspect.Selector, bool]:
     if words and words[0] in ("xlated", "jited"):
         mode = words.pop(0)
     opcodes = args.opcodes
-    if words and words[-1] == "opcodes":
-        opcodes = True
-        words.pop()
+    while words and words[-1] in ("opcodes", "linum"):  # bpftool's trailing keywords
+        if words.pop() == "opcodes":
+            opcodes = True
+        else:
+            args.linum = True
     return mode, introspect.parse_selector(words, "prog"), opcodes
 
 
@@ -44,9 +46,7 @@ def _dump(args: argparse.Namespace) -> int:
                 if n:
                     out.append("\n")  # bpftool separates several programs by an empty line
                 out.append(introspect.prog_header_plain(fd))
-            if info.btf_id and info.func_info:
-                print(f"pybpfasm: note: program {info.id} carries BTF; bpftool would also print its function "
-                      "signatures and source lines", file=sys.stderr)
+            annotations = btfext.xlated_annotations(fd, linum=args.linum) if info.btf_id else None
             if mode == "xlated":
                 if not info.xlated:
                     raise introspect.IntrospectError(f"program {info.id}: no xlated instructions visible "
@@ -61,7 +61,8 @@ def _dump(args: argparse.Namespace) -> int:
                         results.append(body)
                 else:
                     out.extend(line + "\n" for line in xlated.xlated_lines(info.xlated, namer, opcodes=opcodes,
-                                                                     legacy=args.legacy_bpftool))
+                                                                     legacy=args.legacy_bpftool,
+                                                                     annotations=annotations))
             else:
                 if not info.jited:
                     raise introspect.IntrospectError(f"program {info.id} is not JIT-compiled "
@@ -89,6 +90,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     kind.add_argument("--xlated", action="store_true", help="the verifier-rewritten instructions (default)")
     kind.add_argument("--jited", action="store_true", help="the JIT image bytes")
     p.add_argument("--opcodes", action="store_true", help="also print each instruction's bytes")
+    p.add_argument("--linum", action="store_true", help="with BTF line info: also print file, line and column")
     p.add_argument("--legacy-bpftool", action="store_true",
                    help="spell sdiv/movsx/bswap/gotol/... as bpftool built from kernel 6.1 sources does "
                         "(Debian 12's bpftool 7.1), for diffing against it")

@@ -76,6 +76,10 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     llvm_mc = shutil.which("llvm-mc-19")
+    # An installed package runs from compiled bytecode (pip compiles it); this machine may set
+    # PYTHONDONTWRITEBYTECODE, which would make every timed run recompile our sources.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(ROOT, "pybpfasm")], check=True,
+                   env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"})
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "bench.s")
         with open(src, "w") as f:

@@ -130,13 +130,14 @@ def ring_records(ringbuf_map: Any, stop: threading.Event, poll: float = 0.1) -> 
 
 
 TRACEFS = "/sys/kernel/tracing"
+_TRACE_PIPES = (os.path.join(TRACEFS, "trace_pipe"), "/sys/kernel/debug/tracing/trace_pipe")
 
 
 def follow_trace(stop: threading.Event, poll: float = 0.2) -> Iterator[str]:
     """Lines of the kernel trace pipe (what ``cat trace_pipe`` shows: bpf_printk output)."""
-    pipe = os.path.join(TRACEFS, "trace_pipe")
-    if not os.path.exists(pipe):
-        raise ExampleError(f"no {pipe}: mount tracefs first (mount -t tracefs nodev {TRACEFS})")
+    pipe = next((p for p in _TRACE_PIPES if os.path.exists(p)), None)
+    if pipe is None:
+        raise ExampleError(f"no trace_pipe: mount tracefs first (mount -t tracefs nodev {TRACEFS})")
     fd = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)
     try:
         pending = b""

@@ -41,8 +41,8 @@ def connection_tracker(pkt):
 
 
 def userspace(prog, maps, stop):
-    for _ in every(2, stop):
-        print("\n--- connections ---")
-        for k, v in sorted(conn_table.items()):
-            print(f"  {ip_str(k.src_ip):>15} -> {ip_str(k.dst_ip):<15} {proto_name(k.proto):<5} "
-                  f"{v.packets:8d} packets {v.bytes:10d} bytes", flush=True)
+    for _ in every(3, stop):
+        print("\n--- connection table ---")
+        for k, v in conn_table.items():
+            print(f"  {ip_str(k.src_ip):<15} -> {ip_str(k.dst_ip):<15}  {proto_name(k.proto):<6}  "
+                  f"pkts: {v.packets}  bytes: {v.bytes}", flush=True)

@@ -14,7 +14,7 @@ def drop_port_8080(pkt):
     eth, ip = pkt.headers(Ethernet, IPv4)
     with If(Any(eth.proto != ETH_P_IP, ip.protocol != IPPROTO_TCP)):
         Return(XDP_PASS)
-    tcp = ip.next(TCP, skip=(ip.ihl - 5) * 4)
+    tcp = ip.at(ip.ihl * 4, TCP)                        # after the variable-length IPv4 header
     pkt.ensure(tcp)                                     # truncated TCP header: XDP_PASS
     with If(tcp.dport == 8080):
         trace_printk("Dropping XDP egress packet port 8080\n")

@@ -40,8 +40,8 @@ def csum_fold(csum):
 
 @xdp
 def icmp_lb(pkt):
-    eth, ip = pkt.headers(Ethernet, IPv4)
-    with If(Any(eth.proto != ETH_P_IP, ip.daddr != LB_IP, ip.protocol != IPPROTO_ICMP, ip.ver_ihl != 0x45)):
+    eth, iph = pkt.headers(Ethernet, IPv4)
+    with If(Any(eth.proto != ETH_P_IP, iph.daddr != LB_IP, iph.protocol != IPPROTO_ICMP, iph.ver_ihl != 0x45)):
         Return(XDP_PASS)
     rr = lookup(rr_map, 0)
     with If(rr.is_null()):
@@ -51,10 +51,10 @@ def icmp_lb(pkt):
     be = lookup(backend_map, index)
     with If(be.is_null()):
         Return(XDP_PASS)
-    ip.daddr = be.ip
-    check = ip.at(IPv4.offset_of("check"), u16)      # raw: csum_diff sums in memory byte order
+    iph.daddr = be.ip
+    check = iph.at(IPv4.offset_of("check"), u16)      # raw: csum_diff sums in memory byte order
     check.set(0)
-    check.set(csum_fold(csum_diff(0, 0, ip, IPv4.size).u32()))
+    check.set(csum_fold(csum_diff(0, 0, iph, IPv4.size).u32()))
     eth.dst = be.mac
     return XDP_TX
 

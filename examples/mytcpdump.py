@@ -32,8 +32,8 @@ def mytcpdump(pkt):
     eth, ip = pkt.headers(Ethernet, IPv4)
     with If(eth.proto != ETH_P_IP):
         Return(XDP_PASS)
-    proto, ihl = ip.protocol, ip.ihl
-    tcp, udp = ip.next(TCP, skip=(ihl - 5) * 4), ip.next(UDP, skip=(ihl - 5) * 4)
+    proto, l4 = ip.protocol, ip.ihl * 4                  # l4: where TCP/UDP starts (variable IHL)
+    tcp, udp = ip.at(l4, TCP), ip.at(l4, UDP)
     with reserve(events, PacketEvent) as e:
         e.src_ip, e.dst_ip, e.pkt_len, e.proto = ip.saddr, ip.daddr, ip.tot_len, proto
         e.src_port = e.dst_port = e.pad1 = 0

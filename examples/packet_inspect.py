@@ -16,7 +16,8 @@ def packet_inspect(pkt):
     eth, ip = pkt.headers(Ethernet, IPv4)              # short frame: XDP_PASS
     with If(eth.proto != ETH_P_IP):
         Return(XDP_PASS)
-    trace_printk("src: %pI4 dst: %pI4 proto: %d\n", ip.addr + 12, ip.addr + 16, ip.protocol)
+    saddr, daddr = ip.addr + IPv4.offset_of("saddr"), ip.addr + IPv4.offset_of("daddr")  # %pI4 takes pointers
+    trace_printk("src: %pI4 dst: %pI4 proto: %d\n", saddr, daddr, ip.protocol)
     return XDP_PASS
 
 

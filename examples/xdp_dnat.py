@@ -60,7 +60,7 @@ def xdp_dnat(pkt):
         Return(XDP_PASS)
     proto, ihl = ip.protocol, ip.ihl
     for L4, number in ((TCP, IPPROTO_TCP), (UDP, IPPROTO_UDP)):     # unrolled at build time
-        l4 = ip.next(L4, skip=(ihl - 5) * 4)
+        l4 = ip.at(ihl * 4, L4)                                      # after the IPv4 header and options
         with If(proto == number):
             pkt.ensure(l4)
             be = lookup(service_map, local(ServiceKey, vip=ip.daddr, port=l4.dport, proto=number))
@@ -90,11 +90,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def configure(args: argparse.Namespace) -> None:
     if not args.backend_mac:
         raise ExampleError("xdp_dnat needs --backend-mac (the MAC of the backend on --out-dev)")
-    out = args.out_dev or args.dev
+    out, netns = args.out_dev or args.dev, getattr(args, "netns", None)
     vip, vport = host_port(args.vip)
     bip, bport = host_port(args.backend)
     proto = IPPROTO_TCP if args.proto == "tcp" else IPPROTO_UDP
     service_map[ServiceKey(vip=vip, port=vport, proto=proto)] = Backend(
-        ip=bip, port=bport, ifindex=netlab.link_index(out), src_mac=mac(netlab.link_mac(out)),
+        ip=bip, port=bport, ifindex=netlab.link_index(out, netns), src_mac=mac(netlab.link_mac(out, netns)),
         dst_mac=mac(args.backend_mac))
     print(f"service {args.vip}/{args.proto} -> {args.backend} via {out}", flush=True)

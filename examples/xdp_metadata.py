@@ -30,7 +30,7 @@ def xdp_extract_metadata(pkt):
     eth, ip = pkt.headers(Ethernet, IPv4)
     with If(eth.proto != ETH_P_IP):
         Return(XDP_PASS)
-    ports = ip.next(UDP, skip=(ip.ihl - 5) * 4)
+    ports = ip.at(ip.ihl * 4, UDP)                       # after the variable-length IPv4 header
     tcp_or_udp = Any(ip.protocol == IPPROTO_TCP, ip.protocol == IPPROTO_UDP)
     with If(tcp_or_udp & ~pkt.has(ports)):
         Return(XDP_PASS)

@@ -4,8 +4,8 @@ and ubpf / bpf_conformance syntax.
 The parsers are compiled from the templates of ``isa.FORMS``; nothing here lists opcodes.
 Each template becomes
 
-* *skeletons*: the line with hex numbers turned into ``0``, every digit run into ``9``,
-  label references into ``L`` and blanks removed (``r1 += -5`` -> ``r9+=-9``);
+* *skeletons*: the line with every number (decimal or hex) turned into ``9``, label
+  references into ``L`` and blanks removed (``r1 += -0x5`` -> ``r9+=-9``);
 * a regular expression extracting the operands from the blank-free line;
 * a small generated function turning the captured text into the encoded bytes.
 
@@ -21,7 +21,7 @@ import struct
 from collections.abc import Callable
 
 from . import isa
-from .builder import AssemblyError, HelperRef, Label
+from .builder import AssemblyError, MapRef
 from .isa import Form, Instruction, SourceLoc
 from .textfmt import PLACEHOLDER_RE, templates
 
@@ -34,14 +34,15 @@ _NUM = r"[+-]?" + _HEX_OR_DEC  # lines are matched with blanks removed
 _IDENT = r"[A-Za-z_.$][\w.$]*"
 
 _COMMENT_RE = re.compile(r"(?:#|//|;)[^\n]*")
-_LABEL_REF_RE = re.compile(r"(goto|gotol|may_goto|call|ja|ja32|local)[ \t]+(?!pc[+-]|local\b|runtime\b|helper\b)"
-                           + _IDENT)
-_UBPF_TAIL_LABEL_RE = re.compile(r",[ \t]*" + _IDENT + r"[ \t]*$", re.M)
-_HEX_RE = re.compile(r"0[xX][0-9a-fA-F]+")
+_LABEL_REF_RE = re.compile(r"(?:goto|gotol|may_goto|call|ja|ja32|local)[ \t]+(?!pc[+-]|local\b|runtime\b|helper\b)("
+                           + _IDENT + ")")
+_UBPF_TAIL_LABEL_RE = re.compile(r",[ \t]*(" + _IDENT + r")[ \t]*$", re.M)
+_MAP_REF_RE = re.compile(r"=[ \t]*(" + _IDENT + r")[ \t]+ll\b")  # "r1 = my_map ll", as clang -S writes maps
 # Words after which a label may follow (checked on a skeleton before the label-aware pass).
-_LABEL_WORDS_RE = re.compile(r"goto|call|ja|local|,[A-Za-z_.$]")
+_LABEL_WORDS_RE = re.compile(r"goto|call|ja|local|,[A-Za-z_.$]|=[A-Za-z_.$].*ll$")
+_DIRECTIVE_RE = re.compile(r"[ \t]*\.[A-Za-z_]\w*(?![\w.$]*[ \t]*:)")  # ".text", ".globl f" (not ".L1:")
 _DIGITS = str.maketrans("0123456789", "9999999999", " \t")
-_NINES_RE = re.compile(r"99+")
+_NUMBER_RE = re.compile(r"9(?:[xX][9a-fA-F]+|9+)")  # after _DIGITS: "0x1f" is "9x9f", "123" is "999"
 _BLANKS = str.maketrans("", "", " \t")
 
 _LABEL_DEF_RE = re.compile(r"(" + _IDENT + r"):")  # on blank-free lines
@@ -53,10 +54,27 @@ def _skeletons(text: str, syntax: str, labels: bool) -> str:
     """Skeletons of every line of ``text``.  Label references are rare, so the whole-input pass
     skips them (``labels=False``) and lines whose skeleton is unknown are retried with them."""
     if labels:
-        text = _LABEL_REF_RE.sub(r"\1 L", text)
+        text = _LABEL_REF_RE.sub(_label, text)
+        text = _MAP_REF_RE.sub(_label, text)
         if syntax == "ubpf":
-            text = _UBPF_TAIL_LABEL_RE.sub(",L", text)
-    return _NINES_RE.sub("9", _HEX_RE.sub("0", text).translate(_DIGITS))
+            text = _UBPF_TAIL_LABEL_RE.sub(_label, text)
+    return _NUMBER_RE.sub("9", text.translate(_DIGITS))
+
+
+def _label(m: re.Match[str]) -> str:
+    """The match with its label (group 1) replaced by "L"."""
+    text = m.group(0)
+    return text[: m.start(1) - m.start()] + "L" + text[m.end(1) - m.start():]
+
+
+def _line_skeleton(line: str, syntax: str) -> str:
+    """The label-aware skeleton of one line (cheaper than ``_skeletons`` for a single line)."""
+    m = _LABEL_REF_RE.search(line) or _MAP_REF_RE.search(line)
+    if m is None and syntax == "ubpf":
+        m = _UBPF_TAIL_LABEL_RE.search(line)
+    if m is not None:
+        line = line[: m.start(1)] + "L" + line[m.end(1):]
+    return _NUMBER_RE.sub("9", line.translate(_DIGITS))
 
 
 # --------------------------------------------------------------------------
@@ -86,6 +104,8 @@ def _samples(name: str, form: Form, syntax: str) -> list[str]:
         return ["lbl"] if syntax == "kernel" else ["1", "-1"] if syntax == "ubpf" else ["1", "-1", "lbl"]
     if name == "ind":
         return ["r1", "r1 + 1", "r1 + -1"]
+    if name == "imm64" and syntax == "llvm" and form.src == isa.Pseudo.IMM:
+        return ["1", "-1", "+1", "lbl"]
     return ["1", "-1", "+1"]
 
 
@@ -97,7 +117,7 @@ def _group(name: str, form: Form, syntax: str, seen: set[str]) -> str:
         if field in seen:
             return f"{prefix}(?P={field})"
         seen.add(field)
-        return f"{prefix}(?P<{field}>\\d+)"
+        return f"{prefix}(?P<{field}>10|[0-9])"
     if name in ("imm", "ximm", "kfunc"):
         return f"(?P<imm>{_NUM})"
     if name == "btf_fd":
@@ -105,6 +125,8 @@ def _group(name: str, form: Form, syntax: str, seen: set[str]) -> str:
     if name == "imm2":
         return f"(?P<imm2>{_NUM})"
     if name == "imm64":
+        if syntax == "llvm" and form.src == isa.Pseudo.IMM:
+            return f"(?P<imm64>{_NUM}|{_IDENT})"  # a name: a map reference (assemble() gives a MapRef)
         return f"(?P<imm64>{_NUM})"
     if name == "off":
         if syntax == "ubpf":
@@ -121,7 +143,7 @@ def _group(name: str, form: Form, syntax: str, seen: set[str]) -> str:
             return f"(?P<helper>{_NUM})"
         return f"(?P<helper>{_NUM}|{_IDENT})"
     if name == "ind":
-        return f"r(?P<src>\\d+)(?:\\+(?P<imm>{_NUM}))?"
+        return f"r(?P<src>10|[0-9])(?:\\+(?P<imm>{_NUM}))?"
     raise ValueError(f"{form.name}: unknown placeholder {{{name}}}")
 
 
@@ -171,59 +193,81 @@ def _num(text: str) -> int:
     return int(text)
 
 
+_REGISTERS = {str(n): n for n in range(isa.NUM_REGISTERS)}  # a dict lookup beats int() per operand
 _SLOT = struct.Struct("<BBhi")
 _WIDE = struct.Struct("<BBhIBBhI")
 
 
-def _emitter_source(plan: tuple[tuple[int, int], ...], wide: int) -> str:
+def _emitter_source(plan: tuple[tuple[int, int, bool], ...], wide: int) -> str:
     """Python source of a factory of functions turning one match into bytes.
 
     Generated because it runs once per input line; shared by every form with the same plan
-    (the form's opcode and fixed field values are the factory's arguments).  ``wide`` is 0
-    for one slot, 1 for ``ld_imm64``, 2 for ``ld_imm64`` whose second half is ``imm2``.
+    (the form's opcode and fixed field values are the factory's arguments).  ``plan`` lists
+    (group index, kind, optional) per captured group; ``wide`` is 0 for one slot, 1 for
+    ``ld_imm64``, 2 for ``ld_imm64`` whose second half is ``imm2``.  Registers need no range
+    check: the regexes only accept r0..r10 (anything else falls to the error path).
     """
-    body = ["dst, src, off, imm, imm2, ref = d0, d1, d2, d3, 0, None", "g = m.groups()"]
-    for i, kind in plan:
+    names = [f"g{i}" for i, _, _ in plan]
+    body = []
+    if names:
+        body.append(f"{', '.join(names)}{',' if len(names) == 1 else ''} = m.groups()")
+    fields = {"dst": "d0", "src": "d1", "off": "d2", "imm": "d3", "imm2": "0"}
+    has_ref = any(kind in (_TARGET16, _TARGET32, _HELPER, _IMM64) for _, kind, _ in plan)
+    if has_ref:
+        body.append("ref = None")
+    for i, kind, optional in plan:
+        g = f"g{i}"
         if kind in (_DST, _SRC):
             var = "dst" if kind == _DST else "src"
-            body += [f"{var} = int(g[{i}])", f"if {var} > 10: raise asm.bad_register(m, {i}, lineno)"]
+            body.append(f"{var} = REG[{g}]")
+            fields[var] = var
             continue
         lo, hi, _ = _BOUNDS[kind]
-        check = f"if not {lo} <= v <= {hi}: raise asm.out_of_range(m, {i}, {kind}, lineno)"
-        body += [f"t = g[{i}]", "if t:"]
-        if kind in (_TARGET16, _TARGET32, _HELPER):
-            assign = "off = v" if kind == _TARGET16 else "imm = v - 4294967296 if v >= 2147483648 else v"
-            body += ["    if t[0].isdigit() or t[0] in '+-':", "        v = int(t, 16) if 'x' in t or 'X' in t else int(t)", f"        {check}",
-                     f"        {assign}", "    else:", f"        ref = (t, m.start({i + 1}))"]
-            continue
+        convert = [f"v = int({g}, 16) if 'x' in {g} or 'X' in {g} else int({g})",
+                   f"if not {lo} <= v <= {hi}: raise asm.out_of_range(m, {i}, {kind}, lineno)"]
+        target = {_IMM: "imm", _OFF: "off", _OFF_OPT: "off", _BTF_FD: "off", _IMM64: "imm", _IMM64_U32: "imm",
+                  _IMM2: "imm2", _TARGET16: "off", _TARGET32: "imm", _HELPER: "imm"}[kind]
         assign = {
-            _IMM: "imm = v - 4294967296 if v >= 2147483648 else v",
-            _OFF: "off = v", _OFF_OPT: "off = v", _BTF_FD: "off = v",
-            _IMM64: "imm = v & 0xFFFFFFFFFFFFFFFF", _IMM64_U32: "imm = v", _IMM2: "imm2 = v & 0xFFFFFFFF",
-        }[kind]
-        body += ["    v = int(t, 16) if 'x' in t or 'X' in t else int(t)", f"    {check}", f"    {assign}"]
+            _IMM: "imm = v - 4294967296 if v >= 2147483648 else v", _TARGET32: "imm = v",
+            _HELPER: "imm = v - 4294967296 if v >= 2147483648 else v",
+            _IMM64: "imm = v & 0xFFFFFFFFFFFFFFFF", _IMM2: "imm2 = v & 0xFFFFFFFF",
+        }.get(kind, f"{target} = v")
+        if kind in (_TARGET16, _TARGET32, _HELPER, _IMM64):  # a number, or a name resolved later
+            body += [f"{target} = {fields[target]}", f"if {g}[0].isdigit() or {g}[0] in '+-':",
+                     *("    " + line for line in convert), f"    {assign}",
+                     "else:", f"    ref = ({g}, m.start({i + 1}))"]
+        elif optional:
+            body += [f"{target} = {fields[target]}", f"if {g}:", *("    " + line for line in convert),
+                     f"    {assign}"]
+        else:
+            body += [*convert, assign]
+        fields[target] = target
+    d, sr, off, imm, imm2 = (fields[k] for k in ("dst", "src", "off", "imm", "imm2"))
     if wide:
-        hi = "imm2" if wide == 2 else "imm >> 32"
-        pack = f"pack_wide(opcode, (src << 4) | dst, off, imm & 0xFFFFFFFF, 0, 0, 0, {hi})"
-        body += ["asm.wide += 1"]
+        hi = imm2 if wide == 2 else f"{imm} >> 32"
+        code = f"pack_wide(opcode, ({sr} << 4) | {d}, {off}, {imm} & 0xFFFFFFFF, 0, 0, 0, {hi})"
+        body.append("asm.wide += 1")
     else:
-        pack = "pack(opcode, (src << 4) | dst, off, imm)"
-    body += ["if ref is None:", f"    out.append({pack})", "else:",
-             "    asm.defer(form, dst, src, off, imm, imm2, lineno, ref)"]
+        code = f"pack(opcode, ({sr} << 4) | {d}, {off}, {imm})"
+    if has_ref:
+        body += ["if ref is None:", f"    out.append({code})", "else:",
+                 f"    asm.defer(form, {d}, {sr}, {off}, {imm}, {imm2}, lineno, ref)"]
+    else:
+        body.append(f"out.append({code})")
     return ("def make(form, opcode, d0, d1, d2, d3):\n    def emit(asm, m, lineno, out):\n"
             + "".join(f"        {line}\n" for line in body) + "    return emit\n")
 
 
-_FACTORIES: dict[tuple[tuple[tuple[int, int], ...], int], Callable[..., Callable[..., None]]] = {}
+_FACTORIES: dict[tuple[tuple[tuple[int, int, bool], ...], int], Callable[..., Callable[..., None]]] = {}
 
 
-def _emitter(form: Form, plan: tuple[tuple[int, int], ...]) -> Callable[..., None]:
+def _emitter(form: Form, plan: tuple[tuple[int, int, bool], ...]) -> Callable[..., None]:
     wide = 0
     if form.wide:
         wide = 2 if form.src in (isa.Pseudo.MAP_VALUE, isa.Pseudo.MAP_IDX_VALUE) else 1
     key = (plan, wide)
     if key not in _FACTORIES:
-        namespace: dict[str, object] = {"_num": _num, "pack": _SLOT.pack, "pack_wide": _WIDE.pack}
+        namespace: dict[str, object] = {"pack": _SLOT.pack, "pack_wide": _WIDE.pack, "REG": _REGISTERS}
         exec(_emitter_source(plan, wide), namespace)  # noqa: S102 - our own generated code
         _FACTORIES[key] = namespace["make"]  # type: ignore[assignment]
     fixed = form.fixed
@@ -247,9 +291,12 @@ class _Pattern:
 
     def _first_match(self, line: str) -> re.Match[str] | None:
         regex = re.compile(self.source)
-        plan = tuple((index - 1, _kind(group, self.form, self.syntax))
-                     for group, index in sorted(regex.groupindex.items(), key=lambda kv: kv[1]))
-        self.emit = _emitter(self.form, plan)
+        plan = []
+        for group, index in sorted(regex.groupindex.items(), key=lambda kv: kv[1]):
+            kind = _kind(group, self.form, self.syntax)
+            optional = kind == _OFF_OPT or (kind == _IMM and "{ind}" in self.template)
+            plan.append((index - 1, kind, optional))
+        self.emit = _emitter(self.form, tuple(plan))
         self.match = regex.fullmatch
         return self.match(line)
 
@@ -316,8 +363,9 @@ class _Assembler:
         self.syntax = syntax
         self.filename = filename
         self.table = _table(syntax)
-        self.text = text.replace("\r", "")
-        self.stripped = _COMMENT_RE.sub("", self.text)  # comments removed, blanks kept
+        self.text = text.replace("\r", "") if "\r" in text else text
+        has_comments = "#" in text or "//" in text or ";" in text
+        self.stripped = _COMMENT_RE.sub("", self.text) if has_comments else self.text  # blanks kept
         self._stripped_lines: list[str] | None = None
         self._overrides: dict[int, str] = {}  # line -> text without its label / "(bf)" prefix
         self.labels: dict[str, int] = {}
@@ -325,6 +373,7 @@ class _Assembler:
         self.lines: list[int] = []
         self.wide = 0  # ld_imm64 seen so far: pc = len(out) + wide
         self.deferred: list[tuple[int, int, Form, int, int, int, int, int, int, str, int]] = []
+        self.map_refs = False  # may "r1 = name ll" stay symbolic (assemble()) or not (raw bytes)?
 
     # -- errors ------------------------------------------------------------
     def error(self, message: str, line: int, col: int) -> AssemblyError:
@@ -398,6 +447,8 @@ class _Assembler:
 
     def _slow_line(self, lineno: int, skel: str, compact: str) -> None:
         """Label definitions and references, kernel "(bf)" prefixes, and error reporting."""
+        if compact[0] == "." and _DIRECTIVE_RE.match(self.stripped_line(lineno)):
+            return  # assembler directives (.text, .globl, .section ...) carry no instruction
         consumed = 0  # characters of the blank-free line taken by a label or a "(bf)" prefix
         label = _LABEL_DEF_RE.match(compact)
         if label:
@@ -422,7 +473,7 @@ class _Assembler:
             line = self.stripped_line(lineno)
             self._overrides[lineno] = " " * cut + line[cut:]
         if _LABEL_WORDS_RE.search(skel):  # label reference: find it where the blanks still separate words
-            skel = _skeletons(self.stripped_line(lineno), self.syntax, labels=True)
+            skel = _line_skeleton(self.stripped_line(lineno), self.syntax)
         patterns = self.table.get(skel) or []
         for pattern in patterns:
             if opcode is not None and pattern.form.opcode != opcode:
@@ -442,6 +493,15 @@ class _Assembler:
             raise self.error(f"operands do not fit {expected}", lineno, col)
         raise self.error(f"unknown instruction {line.strip()!r}", lineno, col)
 
+    def _first_exit(self) -> int:
+        pc = 0
+        exit_opcode = isa.FORMS_BY_NAME["exit"].opcode
+        for chunk in self.out:
+            if chunk is not None and chunk[0] == exit_opcode:
+                return pc
+            pc += 1 if chunk is None else len(chunk) // 8
+        return -1  # no exit: reported as an undefined label
+
     def _resolve(self) -> None:
         from .helpers import lookup
 
@@ -449,6 +509,12 @@ class _Assembler:
         labels = self.labels
         pack = _SLOT.pack
         for index, pc, form, dst, src, off, imm, _imm2, lineno, name, pos in self.deferred:
+            if form.wide:  # "r1 = my_map ll": only a loader can fill in the map
+                if not self.map_refs:
+                    raise self.error(f"map reference {name!r} needs a loader: use pybpfasm.asm.assemble() "
+                                     "and load the instructions with their maps", lineno, self.column(lineno, pos))
+                self.out[index] = _WIDE.pack(form.opcode, dst, 0, 0, 0, 0, 0, 0)
+                continue
             if form.imm == "helper":  # "call name": a local function if the label exists, else a helper
                 if name in labels:
                     form, src, imm = call_local, call_local.fixed["src"], labels[name] - (pc + 1)
@@ -458,7 +524,9 @@ class _Assembler:
                         raise self.error(f"unknown helper or function {name!r}", lineno, self.column(lineno, pos))
                     imm = helper.id
             else:
-                if name not in labels:
+                if name not in labels and name == "exit" and self.syntax == "ubpf":
+                    labels[name] = self._first_exit()  # bpf_conformance: "exit" names the first exit
+                if labels.get(name, -1) < 0:
                     raise self.error(f"undefined label {name!r}", lineno, self.column(lineno, pos))
                 delta = labels[name] - (pc + 1)
                 if form.off == "jump16":
@@ -483,9 +551,14 @@ def assemble_bytes(text: str, syntax: str = "llvm", filename: str = "<input>") -
 
 
 def assemble(text: str, syntax: str = "llvm", filename: str = "<input>") -> list[Instruction]:
-    """Assemble text to instructions carrying their source location and label / helper refs."""
+    """Assemble text to instructions carrying their source location.
+
+    Labels and helper names are resolved; ``r1 = my_map ll`` gives an ``ld_imm64`` whose
+    ref is ``MapRef("my_map")``, which ``pybpfasm.program`` resolves from the maps it is given.
+    """
     _check(syntax)
     assembler = _Assembler(text, syntax, filename)
+    assembler.map_refs = True
     chunks = assembler.run()
     refs = {index: (form, name) for index, _, form, *_rest, name, _col in assembler.deferred}
     raw_lines = assembler.text.split("\n")
@@ -497,10 +570,8 @@ def assemble(text: str, syntax: str = "llvm", filename: str = "<input>") -> list
             insn = isa.decode_one(chunk or b"", 0, index)
         except isa.DecodeError as exc:
             raise AssemblyError(str(exc).split(": ", 1)[-1], source) from None
-        ref: object = None
-        if index in refs:
-            form, name = refs[index]
-            ref = HelperRef(name) if form.imm == "helper" and insn.src == 0 else Label(name)
+        form, name = refs.get(index, (None, None))
+        ref = MapRef(name) if form is not None and form.wide else None  # labels and helpers are resolved
         out.append(insn.with_(ref=ref, source=source))
     return out
 

@@ -17,7 +17,7 @@ Templates use these placeholders (filled by ``pybpfasm.textfmt``):
 ``{imm64}``          the 64-bit constant of ``ld_imm64`` (or a symbolic reference)
 ``{off}``            memory offset, rendered ``+ 4`` / ``- 4`` (LLVM) or ``+4`` (kernel)
 ``{target}``         jump / call target: relative offset or a label
-``{wdst}`` ``{wsrc}`` register always spelled ``wN`` (LLVM's alu32 spellings, accepted as aliases)
+``{wdst}`` ``{wsrc}`` register always spelled ``wN`` (LLVM's narrow loads / stores)
 ``{helper}``         helper id (or name)
 ``{kfunc}``          kfunc BTF id (imm of a kfunc call)
 ``{btf_fd}``         BTF fd index (off of a kfunc call), a plain number
@@ -25,9 +25,14 @@ Templates use these placeholders (filled by ``pybpfasm.textfmt``):
 ``{imm2}``           second half of a map-value ``ld_imm64`` (value offset)
 ``{ind}``            ``rN`` or ``rN + imm`` (the index of a legacy LD_IND)
 
+ubpf templates are built from ``Form.ubpf`` (the mnemonic) and ``Form.ubpf_operands``.
+
 Spellings were checked against ``llvm-objdump-19 -d --mcpu=v4`` (which prints
 ``wN`` for 8/16/32-bit loads and stores), ``kernel/bpf/disasm.c`` and the
-bpf_conformance assembler (``lock fetch add32``, ``call local``, ``ja32``).
+bpf_conformance assembler (``lock fetch add32``, ``call local``, ``ja32``);
+every LLVM spelling is in ``tests/vectors/llvm19.txt``.  Forms LLVM cannot write
+(pseudo ``ld_imm64`` sources, kfunc calls) get spellings of ours (``map_fd(5) ll``,
+``call_kfunc 7, 0``) and are checked by hand (``tests/vectors/handchecked.txt``).
 """
 
 from __future__ import annotations
@@ -189,6 +194,7 @@ class Form:
     width: int = 64  # register view for {dst}/{src}: 64 -> rN, 32 -> wN
     wide: bool = False  # occupies two 8-byte slots (ld_imm64)
     alias_llvm: tuple[str, ...] = ()  # other LLVM spellings the assembler accepts
+    alias_ubpf: tuple[str, ...] = ()  # other ubpf / bpf_conformance mnemonics the assembler accepts
 
     @property
     def cls(self) -> Class:
@@ -254,7 +260,7 @@ def _alu_forms() -> Iterator[Form]:
                    f"be{bits}", ("dst",))
         yield Form(f"bswap{bits}", Class.ALU64 | AluOp.END | Source.K, "reg", "zero", 0, bits,
                    f"{{rdst}} = bswap{bits} {{rdst}}", f"{{rdst}} = bswap{bits} {{rdst}}",
-                   f"bswap{bits}", ("dst",))
+                   f"bswap{bits}", ("dst",), alias_ubpf=(f"swap{bits}",))
 
 
 _JMP_CONDS = [
@@ -290,7 +296,7 @@ def _jmp_forms() -> Iterator[Form]:
     yield Form("may_goto", Class.JMP | JmpOp.JCOND, "zero", "zero", "jump16", "zero",
                "may_goto {target}", "may_goto {target}", "may_goto", ("target",))
     yield Form("call", Class.JMP | JmpOp.CALL, "zero", CallKind.HELPER, "zero", "helper",
-               "call {helper}", "call {helper}", "call", ("helper",))
+               "call {helper}", "call {helper}", "call", ("helper",), alias_ubpf=("call helper",))
     # LLVM prints a BPF-to-BPF call as "call -0x1" (assembling "call N" gives a helper call; use a label).
     yield Form("call_local", Class.JMP | JmpOp.CALL, "zero", CallKind.PSEUDO_CALL, "zero", "jump32",
                "call {target}", "call {target}", "call local", ("target",))

@@ -34,10 +34,11 @@ _UBPF_OPERANDS = {
 }
 
 
-def ubpf_template(form: Form) -> str:
+def ubpf_template(form: Form, mnemonic: str | None = None) -> str:
     """The ubpf syntax template of a form: mnemonic then comma-separated operands."""
+    mnemonic = mnemonic or form.ubpf
     ops = ", ".join(_UBPF_OPERANDS[o] for o in form.ubpf_operands)
-    return f"{form.ubpf} {ops}" if ops else form.ubpf
+    return f"{mnemonic} {ops}" if ops else mnemonic
 
 
 def templates(form: Form, syntax: str) -> tuple[str, ...]:
@@ -47,7 +48,7 @@ def templates(form: Form, syntax: str) -> tuple[str, ...]:
     if syntax == "kernel":
         return (form.kernel,)
     if syntax == "ubpf":
-        return (ubpf_template(form),)
+        return tuple(ubpf_template(form, m) for m in (form.ubpf, *form.alias_ubpf))
     raise ValueError(f"unknown syntax {syntax!r} (expected one of {', '.join(SYNTAXES)})")
 
 
@@ -115,6 +116,8 @@ def _render_llvm(name: str, insn: Instruction, form: Form, cbs: KernelCallbacks)
     if name == "off":
         return f"+ 0x{insn.off:x}" if insn.off >= 0 else f"- 0x{-insn.off:x}"
     if name == "target":
+        if form.name == "call_local":  # objdump prints a BPF-to-BPF call like an immediate: "call 0x2"
+            return _hex_signed(insn.imm)
         return ("+" if _target_value(insn, form) >= 0 else "") + _hex_signed(_target_value(insn, form))
     if name == "imm64":
         if form.src in (Pseudo.MAP_VALUE, Pseudo.MAP_IDX_VALUE):

@@ -224,3 +224,35 @@ def test_expressions_match_python_model(kernel, trees, inputs):
         value, ty = model(tree, inputs)
         want = value & (2**64 - 1) if ty is None else norm(value, 64, ty[1]) & (2**64 - 1)
         assert got[i] == want, f"expression {i}: {tree} with inputs {inputs}: kernel {got[i]:#x} model {want:#x}"
+
+
+@pytest.mark.kernel
+def test_division_and_shift_edge_cases(kernel):
+    """Every var pair through // % >> << (and by constant 0), on inputs built to hit x/0, x%0, INT_MIN/-1."""
+    trees = []
+    for op in ("//", "%", ">>", "<<"):
+        for i in range(N_VARS):
+            for j in range(N_VARS):
+                trees.append(("bin", op, ("var", i), ("var", j)))
+            trees.append(("bin", op, ("var", i), ("const", 0)))
+            trees.append(("bin", op, ("var", i), ("const", -1)))
+    vectors = [
+        [0, 0, 0, 0],
+        [5, 0, 7, 0],
+        [2**31, 2**64 - 1, 2**63, 2**64 - 1],  # INT_MIN / -1 in 32 and 64 bits
+        [2**32 - 1, 2**31, 2**64 - 1, 2**63],
+        [123456789, 2**32 - 7, 987654321987, 2**64 - 12345],
+    ]
+    for start in range(0, len(trees), N_EXPRS):
+        batch = trees[start:start + N_EXPRS]
+        batch += [("var", 0)] * (N_EXPRS - len(batch))
+        loaded = compile_batch(batch).load()
+        try:
+            for inputs in vectors:
+                res = loaded.test_run(struct.pack(f"<{N_VARS}Q", *inputs) + bytes(8 * N_EXPRS))
+                got = struct.unpack_from(f"<{N_EXPRS}Q", res.data, 8 * N_VARS)
+                for k, tree in enumerate(batch):
+                    value, ty = model(tree, inputs)
+                    assert got[k] == norm(value, 64, ty[1]) & (2**64 - 1), (tree, inputs)
+        finally:
+            loaded.close()

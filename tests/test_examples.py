@@ -82,17 +82,18 @@ class UserSpace:
         self.thread.start()
         return self
 
-    def wait_for(self, *texts: str, timeout: float = 5.0) -> str:
+    def wait_for(self, *texts: str, timeout: float = 5.0, times: int = 1) -> str:
+        """Wait until every text was printed (``times`` times each)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             out = self.buf.getvalue()
-            if all(t in out for t in texts) or self.error:
+            if all(out.count(t) >= times for t in texts) or self.error:
                 break
             time.sleep(0.02)
         out = self.buf.getvalue()
         if self.error:
             raise self.error
-        missing = [t for t in texts if t not in out]
+        missing = [t for t in texts if out.count(t) < times]
         assert not missing, f"{missing} not printed; got:\n{out}"
         return out
 
@@ -157,8 +158,7 @@ def test_hello_prints_on_every_packet(load, tracefs):
         time.sleep(0.1)  # trace_pipe opened
         for frame in (eth() / IP() / UDP(), b"\x01" * 20, b"\x00" * 14):
             assert ex.run(frame)[0] == XDP_PASS
-        out = us.wait_for("bpf_trace_printk: hello world")
-    assert out.count("hello world") >= 3
+        us.wait_for("bpf_trace_printk: hello world", times=3)
 
 
 def test_packet_inspect_prints_addresses_and_protocol(load, tracefs):
@@ -211,7 +211,7 @@ def test_connection_tracker_counts_packets_and_bytes_per_connection(load, monkey
     assert m.conn_table[m.ConnKey(src_ip=ip("10.0.0.1"), dst_ip=ip("10.0.0.2"), proto=17)].packets == 1
     fast_ticks(monkeypatch, ex)
     with UserSpace(ex) as us:
-        us.wait_for("10.0.0.1 -> 10.0.0.2        TCP          2 packets        280 bytes")
+        us.wait_for("--- connection table ---", "  10.0.0.1        -> 10.0.0.2         TCP     pkts: 2  bytes: 280\n")
 
 
 def test_xdp_stats_counts_sources_in_an_lru_hash(load, monkeypatch):
@@ -445,3 +445,16 @@ def test_every_example_follows_the_convention(load):
         examples.load("nosuch")
     with pytest.raises(examples.ExampleError, match="no such example file"):
         examples.load("/nonexistent/x.py")
+
+
+def test_option_parsers_give_one_line_errors():
+    assert examples.host_port("10.0.0.1:80") == (ip("10.0.0.1"), 80)
+    assert examples.host_port("10.0.0.1", default_port=7) == (ip("10.0.0.1"), 7)
+    assert mac("02-00-00-00-00-0A") == bytes.fromhex("02000000000a")
+    assert examples.ip_str(ip("192.168.1.2")) == "192.168.1.2"
+    for bad in (lambda: examples.host_port("10.0.0.1:0"), lambda: examples.host_port("10.0.0.1:http"),
+                lambda: examples.host_port("10.0.0.1"), lambda: ip("10.0.0.256"), lambda: mac("02:00"),
+                lambda: mac("zz:00:00:00:00:00")):
+        with pytest.raises(examples.ExampleError):
+            bad()
+    assert examples.proto_name(17) == "UDP" and examples.proto_name(99) == "other"

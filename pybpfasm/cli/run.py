@@ -16,7 +16,7 @@ import argparse
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
@@ -128,8 +128,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(pybpfasm run EXAMPLE --help lists them)")
     p.set_defaults(func=_run)
 
-
-def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - convenience
-    from .main import main as cli_main
-
-    return cli_main(["run", *(argv or sys.argv[1:])])

@@ -216,36 +216,37 @@ def _key_arg(m: Any, key: Any) -> View:
     lay = key_layout(m)
     if is_struct(lay):
         if isinstance(key, dict) or hasattr(key, "_asdict"):
-            return local(lay, key)
+            return local(lay, key, _temp=True)
         raise error(f"key of {getattr(m, 'name', 'map')} is a {lay.__name__}: pass a view, dict or {lay.__name__}(...)")
-    return local(lay, key)
+    return local(lay, key, _temp=True)
 
 
 def _value_arg(m: Any, value: Any) -> View:
     if isinstance(value, View):
         return value
-    lay = value_layout(m)
-    if is_struct(lay):
-        return local(lay, value)
-    return local(lay, value)
+    return local(value_layout(m), value, _temp=True)
 
 
 def lookup(m: Any, key: Any) -> Any:
     """``bpf_map_lookup_elem``: a nullable reference to the value (or to the inner map of a map-of-maps)."""
-    k = _key_arg(m, key)
-    r = call("map_lookup_elem", m, k)
-    if _map_type(m) in (_HASH_OF_MAPS, _ARRAY_OF_MAPS):
-        return InnerMap(r.vreg, m)
-    return MapValue(RefRegion(r.vreg, f"value of map {getattr(m, 'name', '') or '?'}"), 0, value_layout(m))
+    with current().fn.temp_scope():
+        k = _key_arg(m, key)
+        r = call("map_lookup_elem", m, k)
+        if _map_type(m) in (_HASH_OF_MAPS, _ARRAY_OF_MAPS):
+            return InnerMap(r.vreg, m)
+        return MapValue(RefRegion(r.vreg, f"value of map {getattr(m, 'name', '') or '?'}"), 0, value_layout(m))
 
 
 def update(m: Any, key: Any, value: Any, flags: int = BPF_ANY) -> Scalar:
     """``bpf_map_update_elem`` (returns 0 or a negative error)."""
-    return call("map_update_elem", m, _key_arg(m, key), _value_arg(m, value), flags)
+    with current().fn.temp_scope():
+        return call("map_update_elem", m, _key_arg(m, key), _value_arg(m, value), flags)
 
 
 def delete(m: Any, key: Any) -> Scalar:
-    return call("map_delete_elem", m, _key_arg(m, key))
+    """``bpf_map_delete_elem``."""
+    with current().fn.temp_scope():
+        return call("map_delete_elem", m, _key_arg(m, key))
 
 
 def add(m: Any, key: Any, n: Any = 1, *, create: bool = False, **fields: Any) -> None:
@@ -255,21 +256,22 @@ def add(m: Any, key: Any, n: Any = 1, *, create: bool = False, **fields: Any) ->
     ``create=True`` a missing key is inserted (BPF_NOEXIST) with the increments
     as its initial value.
     """
-    from .core import If
-    atomic = _map_type(m) not in _PERCPU
-    k = _key_arg(m, key)
-    ref = lookup(m, k)
-    with If(ref, followed=create):
-        if fields:
-            for name, inc in fields.items():
-                ref.add(inc, name, atomic=atomic)
-        else:
-            ref.add(n, atomic=atomic)
-    if create:
-        with Else():
-            lay = value_layout(m)
-            init = local(lay, fields) if fields and is_struct(lay) else local(lay, n)
-            update(m, k, init, BPF_NOEXIST)
+    with current().fn.temp_scope():
+        from .core import If
+        atomic = _map_type(m) not in _PERCPU
+        k = _key_arg(m, key)
+        ref = lookup(m, k)
+        with If(ref, followed=create):
+            if fields:
+                for name, inc in fields.items():
+                    ref.add(inc, name, atomic=atomic)
+            else:
+                ref.add(n, atomic=atomic)
+        if create:
+            with Else():
+                lay = value_layout(m)
+                init = local(lay, fields, _temp=True) if fields and is_struct(lay) else local(lay, n, _temp=True)
+                update(m, k, init, BPF_NOEXIST)
 
 
 def redirect_map(m: Any, key: Any, flags: int = 0) -> Scalar:
@@ -283,11 +285,12 @@ def redirect(ifindex: Any, flags: int = 0) -> Scalar:
 
 def trace_printk(fmt: str, *args: Any) -> Scalar:
     """``bpf_trace_printk(fmt, ...)``: up to 3 integer arguments; output in /sys/kernel/tracing/trace_pipe."""
-    if len(args) > 3:
-        raise error("trace_printk takes at most 3 arguments")
-    data = fmt.encode() + b"\0"
-    buf = stack_bytes(data)
-    return call("trace_printk", buf, len(data), *args)
+    with current().fn.temp_scope():
+        if len(args) > 3:
+            raise error("trace_printk takes at most 3 arguments")
+        data = fmt.encode() + b"\0"
+        buf = stack_bytes(data, temp=True)
+        return call("trace_printk", buf, len(data), *args)
 
 
 def csum_diff(from_view: Any, from_size: int, to_view: Any, to_size: int, seed: Any = 0) -> Scalar:

@@ -37,7 +37,10 @@ from ..layout import ScalarType
 from .ir import FIRST_VREG, R0, R10, Item, Op
 
 _DSL_DIR = os.path.dirname(os.path.abspath(__file__))
-_SKIP_FILES = (_DSL_DIR, contextlib.__file__)
+# the DSL's implementation modules; DSL code written with it (reference.py, users) is never skipped
+_SKIP_FILES = tuple(os.path.join(_DSL_DIR, m + ".py") for m in
+                    ("__init__", "core", "memory", "packet", "calls", "program", "ir", "regalloc", "opt")) + (
+    contextlib.__file__,)
 
 
 class DslError(AssemblyError):
@@ -49,9 +52,9 @@ def user_loc() -> SourceLoc | None:
     frame = sys._getframe(1)
     while frame is not None:
         fname = frame.f_code.co_filename
-        if frame.f_code.co_name == "_build" and fname.startswith(_DSL_DIR):
+        if frame.f_code.co_name == "_build" and fname in _SKIP_FILES:
             return getattr(_BUILDERS[-1], "fallback_loc", None) if _BUILDERS else None
-        if not fname.startswith(_SKIP_FILES) and not fname.startswith("<frozen"):
+        if fname not in _SKIP_FILES and not fname.startswith("<frozen"):
             text = linecache.getline(fname, frame.f_lineno).strip()
             try:
                 rel = os.path.relpath(fname)
@@ -168,6 +171,8 @@ class Function:
         self.next_vreg = FIRST_VREG
         self.frame = 0  # bytes of stack used (grows down from r10)
         self.label_counter = 0
+        self.temp_free: list[tuple[int, int]] = []
+        self.temp_in_use: list[tuple[int, int]] = []
 
     def vreg(self) -> int:
         v = self.next_vreg
@@ -182,6 +187,28 @@ class Function:
         if self.frame > 512:
             raise error(f"{self.name}: stack frame exceeds 512 bytes")
         return -self.frame
+
+    @contextlib.contextmanager
+    def temp_scope(self) -> Iterator[None]:
+        """Stack taken by ``alloc_temp`` inside is free again afterwards (helper-call keys and values)."""
+        saved = list(self.temp_in_use)
+        try:
+            yield
+        finally:
+            for slot in self.temp_in_use[len(saved):]:
+                self.temp_free.append(slot)
+            self.temp_in_use = saved
+
+    def alloc_temp(self, size: int) -> int:
+        size = (size + 7) & ~7
+        for i, (off, sz) in enumerate(self.temp_free):
+            if sz == size:
+                del self.temp_free[i]
+                self.temp_in_use.append((off, sz))
+                return off
+        off = self.alloc(size, 8)
+        self.temp_in_use.append((off, size))
+        return off
 
     def label(self, hint: str) -> Label:
         self.label_counter += 1

@@ -470,7 +470,7 @@ class NonNull(Cond):
 # ----------------------------------------------------------------------------- stack objects
 
 
-def local(layout: Any, value: Any = None, **fields: Any) -> View:
+def local(layout: Any, value: Any = None, *, _temp: bool = False, **fields: Any) -> View:
     """A zero-initialised stack object: ``local(Flow, src=ip.saddr, proto=6)`` or ``local(u32, x)``.
 
     Only the bytes not written by the given fields are zeroed, with the widest
@@ -478,7 +478,7 @@ def local(layout: Any, value: Any = None, **fields: Any) -> View:
     """
     b = current()
     size = layout.size
-    off = b.fn.alloc((size + 7) & ~7, 8)
+    off = b.fn.alloc_temp(size) if _temp else b.fn.alloc((size + 7) & ~7, 8)
     region = StackRegion(off, size)
     view = View(region, off, layout)
     if is_struct(layout):
@@ -507,11 +507,11 @@ def local(layout: Any, value: Any = None, **fields: Any) -> View:
     return view
 
 
-def stack_bytes(data: bytes) -> View:
+def stack_bytes(data: bytes, temp: bool = False) -> View:
     """Constant bytes on the stack (e.g. a format string)."""
     from ..layout import Bytes
     b = current()
-    off = b.fn.alloc((len(data) + 7) & ~7, 8)
+    off = b.fn.alloc_temp(len(data)) if temp else b.fn.alloc((len(data) + 7) & ~7, 8)
     region = StackRegion(off, len(data))
     _store_bytes(region, off, data)
     return View(region, off, Bytes(len(data)))

@@ -53,14 +53,82 @@ def forward_stores(items: list[Item]) -> list[Item]:
     return out
 
 
+def _key(op: Op) -> tuple:
+    return (op.form, op.dst, op.src, op.off, op.imm, op.imm2, op.ref)
+
+
+def cross_jump(items: list[Item], min_len: int = 4) -> list[Item]:
+    """Tail merging: when two exit paths end with the same ``min_len``+ instructions, the later
+    one jumps into the earlier one (clang does the same; fewer instructions to load and verify).
+    Labels inside the replaced tail move to the matching instruction of the kept one."""
+    counter = 0
+    for _ in range(200):
+        tails: list[list[int]] = []  # op indices (ascending) of the straight run ending in each exit
+        for e, it in enumerate(items):
+            if isinstance(it, Op) and it.form == "exit":
+                run = [e]
+                i = e - 1
+                while i >= 0:
+                    x = items[i]
+                    if isinstance(x, Op):
+                        if is_jump(x) or x.form in ("exit", "may_goto"):
+                            break
+                        run.append(i)
+                    i -= 1
+                tails.append(run[::-1])
+        best: tuple[int, list[int], list[int]] | None = None
+        for bi, b in enumerate(tails):
+            for a in tails[:bi]:
+                k = 0
+                while k < len(a) and k < len(b) and _key(items[a[-1 - k]]) == _key(items[b[-1 - k]]):  # type: ignore[arg-type]
+                    k += 1
+                if k >= min_len and (best is None or k > best[0]):
+                    best = (k, a[-k:], b[-k:])
+        if best is None:
+            return items
+        k, a_ops, b_ops = best
+        counter += 1
+        name = f"xj{counter}.{id(items) & 0xffff}"
+        moved: dict[int, list[Label]] = {0: [Label(name)]}
+        t = -1
+        for j in range(b_ops[0], b_ops[-1] + 1):
+            x = items[j]
+            if isinstance(x, Op):
+                t += 1
+            elif j > b_ops[0]:
+                moved.setdefault(t + 1, []).append(x)
+        a_pos = {idx: n for n, idx in enumerate(a_ops)}
+        first_b = items[b_ops[0]]
+        out: list[Item] = []
+        j = 0
+        while j < len(items):
+            if j == b_ops[0]:
+                out.append(Op("ja", ref=Label(name), source=first_b.source))  # type: ignore[union-attr]
+                j = b_ops[-1] + 1
+                continue
+            if j in a_pos:
+                out.extend(moved.get(a_pos[j], []))
+            out.append(items[j])
+            j += 1
+        items = out
+    return items
+
+
 def optimize(items: list[Item], max_tail: int = 3) -> list[Item]:
     items = forward_stores(items)
     for _ in range(100):
         new = _pass(items, max_tail)
         if new == items:
-            return new
+            break
         items = new
-    return items
+    merged = cross_jump(items)
+    if merged is not items:
+        for _ in range(100):
+            new = _pass(merged, max_tail)
+            if new == merged:
+                break
+            merged = new
+    return merged
 
 
 def _label_positions(items: list[Item]) -> dict[str, int]:

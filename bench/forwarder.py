@@ -262,6 +262,14 @@ def _ts(ancdata: list) -> float | None:
     return None
 
 
+def _is_join_report(frame: bytes, group: bytes) -> bool:
+    """An Ethernet frame carrying an IGMPv3 report whose first record is a join (IS_EX/TO_EX) of ``group``."""
+    if len(frame) < 34 or frame[12:14] != b"\x08\x00" or frame[23] != 2:
+        return False
+    igmp = frame[14 + (frame[14] & 0xF) * 4:]
+    return len(igmp) >= 16 and igmp[0] == 0x22 and igmp[8] in (2, 4) and igmp[12:16] == group
+
+
 def bench_latency(samples: int, mode: str) -> None:
     from loader.controller import Controller
     from loader.instance import Instance
@@ -273,6 +281,7 @@ def bench_latency(samples: int, mode: str) -> None:
     lab = ForwarderLab(prefix, 1, [3])
     inst = ctl = None
     blaster = None
+    thread = None
     try:
         inst = Instance.create(prefix, lab.upstream, lab.downstreams, mode=mode)
         ctl = Controller(inst)
@@ -281,27 +290,30 @@ def bench_latency(samples: int, mode: str) -> None:
         host = lab.receivers[0]
         port = netlab.link_index(host.port_if)
         gkey = socket.inet_aton(group)
-        with netlab.enter_netns(host.netns):
-            cap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
-        cap.bind((host.ifname, 0x0800))
+        with netlab.enter_netns(host.netns):  # ETH_P_ALL: only those taps see outgoing frames
+            cap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+            cap.bind((host.ifname, 0x0003))
         cap.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         cap.settimeout(2.0)
         blaster = multiprocessing.get_context("fork").Process(
             target=_blast, args=(lab.source.netns, group, time.time() + 3600), daemon=True)
         blaster.start()
         lat: list[float] = []
-        for _ in range(samples):
-            while True:  # forget captured packets from before
+        for i in range(samples):
+            for _ in range(100000):  # forget captured packets from before
                 try:
                     cap.recv(65536, socket.MSG_DONTWAIT)
                 except (BlockingIOError, TimeoutError):
                     break
+            else:
+                raise RuntimeError(f"sample {i}: traffic still flowing to the receiver after its leave: "
+                                   f"{ctl.sync.kernel_view()} {ctl.membership.groups()}")
             sock = host.join(group)
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             t_report = None
             while t_report is None:  # the report leaving the host = arriving at the downstream port
                 data, anc, _, _ = cap.recvmsg(2048, 256)
-                if len(data) > 23 and data[9] == 2 and data[0] >> 4 == 4:
+                if _is_join_report(data, gkey):
                     t_report = _ts(anc)
             sock.setblocking(True)
             sock.settimeout(2.0)
@@ -327,6 +339,7 @@ def bench_latency(samples: int, mode: str) -> None:
             blaster.join()
         if ctl is not None:
             ctl.stop()
+            thread.join(5)
             ctl.close()
         if inst is not None:
             inst.remove()

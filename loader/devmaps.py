@@ -4,23 +4,39 @@
 each value is a DEVMAP_HASH of the subscribed ports (key = value = ifindex),
 which the XDP programs hand to ``bpf_redirect_map(.., BPF_F_BROADCAST |
 BPF_F_EXCLUDE_INGRESS)``. BPF programs cannot write devmaps, so this class
-is their only writer. Every operation is a synchronous bpf() syscall, so a
-change is visible to the very next packet once the call returns.
+is their only writer.
 
 A new group's inner map is filled *before* it is inserted in the outer map
-(no packet ever sees an empty group); the last port's removal deletes the
-group from the outer map first, then the inner map is closed (the kernel
-frees it after in-flight programs are done with it).
+(no packet ever sees an empty group); a group's last port is taken out of
+its devmap at once, then the group is removed from the outer map, and the
+inner map's fd is closed (the kernel frees it once no program uses it).
+
+Why outer-map writes run on helper threads: after every update or delete of
+a map-in-map, the kernel waits for an RCU grace period (``synchronize_rcu``,
+~10 ms on this machine) before the syscall returns, so that no program still
+uses a replaced inner map. The write itself is visible to programs *before*
+that wait. The controller therefore hands outer writes to a writer thread and
+only waits until the change is visible (a cheap lookup), never for the grace
+period: a join of a new group takes effect within microseconds and the next
+event is not held up. Inside ``with sync.batch():`` creations and removals
+are queued and written with one BPF_MAP_UPDATE_BATCH / BPF_MAP_DELETE_BATCH.
+Port additions and removals on existing groups are plain devmap writes,
+which do not wait, and are made immediately.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 
 from programs.events import MAX_PORTS
 from pybpfasm import maps
+
+VISIBLE_TIMEOUT = 5.0  # seconds: a write not visible by then is an error
 
 
 def new_inner_map(name: str = "mcast_ports") -> maps.DevMapHash:
@@ -28,18 +44,7 @@ def new_inner_map(name: str = "mcast_ports") -> maps.DevMapHash:
 
 
 class DevmapSync:
-    """Writer of the groups hash-of-maps and its inner devmaps.
-
-    Outer-map writes are expensive: the kernel waits for an RCU grace period
-    (``synchronize_rcu``, ~10 ms here) after every update or delete of a
-    map-in-map so that no program still uses a replaced inner map. Inside
-    ``with sync.batch():`` group creations and removals are therefore queued
-    and written with one BPF_MAP_UPDATE_BATCH and one BPF_MAP_DELETE_BATCH
-    when the block ends (one grace period each, however many groups).
-    Port additions and removals on existing groups are immediate (devmap
-    writes do not wait), and a leaving port is taken out of its devmap
-    immediately even when the group's removal is still queued.
-    """
+    """Writer of the groups hash-of-maps and its inner devmaps."""
 
     def __init__(self, groups: maps.HashOfMaps, group_stats: maps.Map | None = None):
         self.groups = groups
@@ -48,6 +53,8 @@ class DevmapSync:
         self.ports: dict[bytes, set[int]] = {}
         self._insert: dict[bytes, maps.Map] = {}  # filled inner maps not yet in the outer map
         self._delete: set[bytes] = set()  # empty groups still in the outer map
+        self._pending: list[Future] = []
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="outer-map-writer")
         self._depth = 0
         self.outer_writes = 0
 
@@ -61,7 +68,7 @@ class DevmapSync:
             self.ports[group] = {struct.unpack("<I", raw)[0] for raw in inner.keys_raw()}
         return {g: set(p) for g, p in self.ports.items()}
 
-    # ------------------------------------------------------------ batching
+    # ------------------------------------------------------------ batching and outer writes
     @contextmanager
     def batch(self) -> Iterator[None]:
         self._depth += 1
@@ -72,26 +79,83 @@ class DevmapSync:
             if self._depth == 0:
                 self.flush()
 
+    def _present(self, group: bytes) -> bool:
+        return self.groups.lookup_raw(group) is not None
+
+    def _wait_visible(self, fut: Future, done: Callable[[], bool]) -> None:
+        """Spin (lookups, no sleeping) until the writer's change shows, or it failed."""
+        deadline = time.monotonic() + VISIBLE_TIMEOUT
+        while not done():
+            if fut.done():
+                fut.result()  # raises the writer's error
+                if done():
+                    return
+                raise RuntimeError("outer map write finished but is not visible")
+            if time.monotonic() > deadline:
+                raise TimeoutError("outer map write not visible after 5 s")
+
     def flush(self) -> None:
-        """Write queued group creations and removals to the outer map."""
+        """Write queued group creations and removals; return once programs see them."""
+        self._reap()
+        if self._delete:
+            gone, self._delete = list(self._delete), set()
+            closing = [self.inner.pop(g) for g in gone]
+            if self.group_stats is not None:
+                for group in gone:
+                    self.group_stats.delete(group)
+            fut = self._submit(self._remove_groups, gone, closing)
+            self.outer_writes += 1
+            self._wait_visible(fut, lambda: not self._present(gone[-1]))
         if self._insert:
-            pending, self._insert = self._insert, {}
+            pending, self._insert = list(self._insert.items()), {}
             if self.group_stats is not None:
                 zero = [b"\0" * 16] * self.group_stats.ncpus
-                for group in pending:
+                for group, _ in pending:
                     self.group_stats.update(group, zero)
-            self.groups.update_batch(list(pending.items()))
+            fut = self._submit(self.groups.update_batch, pending)
             self.outer_writes += 1
-        if self._delete:
-            gone, self._delete = self._delete, set()
-            self.groups.delete_batch(list(gone))
-            self.outer_writes += 1
-            for group in gone:
-                if self.group_stats is not None:
-                    self.group_stats.delete(group)
-                inner = self.inner.pop(group, None)
-                if inner is not None:
-                    inner.close()
+            last = pending[-1][0]
+            self._wait_visible(fut, lambda: self._present(last))
+
+    def _submit(self, fn: Callable, *args: object) -> Future:
+        """Run ``fn`` on a writer thread; return once that thread is about to make its syscall.
+
+        Waiting on an Event hands the GIL over cleanly; spinning on lookups
+        right away would keep the writer thread off the GIL for a whole
+        switch interval (5 ms).
+        """
+        started = threading.Event()
+
+        def run() -> object:
+            started.set()
+            return fn(*args)
+
+        fut = self._pool.submit(run)
+        self._pending.append(fut)
+        started.wait(VISIBLE_TIMEOUT)
+        return fut
+
+    def _remove_groups(self, gone: list[bytes], inners: list[maps.Map]) -> None:
+        try:
+            self.groups.delete_batch(gone)
+        finally:
+            for inner in inners:
+                inner.close()
+
+    def _reap(self) -> None:
+        """Forget finished writes; raise the first error of a failed one."""
+        done = [f for f in self._pending if f.done()]
+        if not done:
+            return
+        self._pending = [f for f in self._pending if not f.done()]
+        for f in done:
+            f.result()
+
+    def settle(self) -> None:
+        """Wait until every outer write, grace period included, has completed."""
+        for f in list(self._pending):
+            f.result()
+        self._reap()
 
     # ------------------------------------------------------------ changes
     def set_port(self, group: bytes, port: int, member: bool) -> None:
@@ -137,32 +201,30 @@ class DevmapSync:
             del self._insert[group]
             self.inner.pop(group).close()
             return
-        self.inner[group].delete(port)  # stop forwarding now, drop the group at flush
+        self.inner[group].delete(port)  # stop forwarding now, drop the group from the outer map next
         self._delete.add(group)
         if self._depth == 0:
             self.flush()
 
     def reconcile(self, wanted: dict[bytes, set[int]]) -> int:
         """Make the kernel equal to ``wanted`` (group -> ports); returns how many changes it took."""
-        with self.batch():
-            return self._reconcile(wanted)
-
-    def _reconcile(self, wanted: dict[bytes, set[int]]) -> int:
         changes = 0
-        for group in list(self.ports):
-            for port in list(self.ports.get(group, ())):
-                if port not in wanted.get(group, ()):
-                    self.remove_port(group, port)
-                    changes += 1
-        for group, ports in wanted.items():
-            for port in ports:
-                if port not in self.ports.get(group, ()):
-                    self.add_port(group, port)
-                    changes += 1
+        with self.batch():
+            for group in list(self.ports):
+                for port in list(self.ports.get(group, ())):
+                    if port not in wanted.get(group, ()):
+                        self.remove_port(group, port)
+                        changes += 1
+            for group, ports in wanted.items():
+                for port in ports:
+                    if port not in self.ports.get(group, ()):
+                        self.add_port(group, port)
+                        changes += 1
         return changes
 
     def kernel_view(self) -> dict[bytes, set[int]]:
-        """What the kernel maps hold right now (read back, not our cache)."""
+        """What the kernel maps hold right now (read back, not our cache; writes settled first)."""
+        self.settle()
         out: dict[bytes, set[int]] = {}
         for key, inner_id in self.groups.ids():
             with maps.Map.from_id(inner_id) as inner:
@@ -171,6 +233,8 @@ class DevmapSync:
 
     def close(self) -> None:
         self.flush()
+        self.settle()
+        self._pool.shutdown(wait=True)
         for inner in self.inner.values():
             inner.close()
         self.inner.clear()

@@ -16,9 +16,10 @@ to ``llvm-mc``'s time (see ``bench/asm_speed.py``).
 
 from __future__ import annotations
 
+import itertools
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from . import isa
 from .builder import AssemblyError, MapRef
@@ -29,8 +30,11 @@ __all__ = ["AssemblyError", "assemble", "assemble_bytes", "SYNTAXES"]
 
 SYNTAXES = ("llvm", "ubpf")
 
-_HEX_OR_DEC = r"(?:0[xX][0-9a-fA-F]+|\d+)"
+# Deliberately loose (short regexes compile faster, and ~200 get compiled for a large input):
+# "12ab" or "1x" match here and are refused when converted.
+_HEX_OR_DEC = r"[0-9][0-9a-fA-FxX]*"
 _NUM = r"[+-]?" + _HEX_OR_DEC  # lines are matched with blanks removed
+_REG = r"1?[0-9]"  # r11..r19 match here and are refused when converted
 _IDENT = r"[A-Za-z_.$][\w.$]*"
 
 _COMMENT_RE = re.compile(r"(?:#|//|;)[^\n]*")
@@ -117,7 +121,7 @@ def _group(name: str, form: Form, syntax: str, seen: set[str]) -> str:
         if field in seen:
             return f"{prefix}(?P={field})"
         seen.add(field)
-        return f"{prefix}(?P<{field}>10|[0-9])"
+        return f"{prefix}(?P<{field}>{_REG})"
     if name in ("imm", "ximm", "kfunc"):
         return f"(?P<imm>{_NUM})"
     if name == "btf_fd":
@@ -143,7 +147,7 @@ def _group(name: str, form: Form, syntax: str, seen: set[str]) -> str:
             return f"(?P<helper>{_NUM})"
         return f"(?P<helper>{_NUM}|{_IDENT})"
     if name == "ind":
-        return f"r(?P<src>10|[0-9])(?:\\+(?P<imm>{_NUM}))?"
+        return f"r(?P<src>{_REG})(?:\\+(?P<imm>{_NUM}))?"
     raise ValueError(f"{form.name}: unknown placeholder {{{name}}}")
 
 
@@ -224,7 +228,7 @@ def _emitter_source(plan: tuple[tuple[int, int, bool], ...], wide: int) -> str:
             continue
         lo, hi, _ = _BOUNDS[kind]
         convert = [f"v = int({g}, 16) if 'x' in {g} or 'X' in {g} else int({g})",
-                   f"if not {lo} <= v <= {hi}: raise asm.out_of_range(m, {i}, {kind}, lineno)"]
+                   f"if not {lo} <= v <= {hi}: raise asm.out_of_range(m, {i}, {kind}, line + 1)"]
         target = {_IMM: "imm", _OFF: "off", _OFF_OPT: "off", _BTF_FD: "off", _IMM64: "imm", _IMM64_U32: "imm",
                   _IMM2: "imm2", _TARGET16: "off", _TARGET32: "imm", _HELPER: "imm"}[kind]
         assign = {
@@ -246,28 +250,47 @@ def _emitter_source(plan: tuple[tuple[int, int, bool], ...], wide: int) -> str:
     if wide:
         hi = imm2 if wide == 2 else f"{imm} >> 32"
         code = f"pack_wide(opcode, ({sr} << 4) | {d}, {off}, {imm} & 0xFFFFFFFF, 0, 0, 0, {hi})"
-        body.append("asm.wide += 1")
     else:
         code = f"pack(opcode, ({sr} << 4) | {d}, {off}, {imm})"
     if has_ref:
-        body += ["if ref is None:", f"    out.append({code})", "else:",
-                 f"    asm.defer(form, {d}, {sr}, {off}, {imm}, {imm2}, lineno, ref)"]
+        body += ["if ref is None:", f"    out[line] = {code}", "else:",
+                 f"    asm.defer(form, {d}, {sr}, {off}, {imm}, {imm2}, line, ref)"]
     else:
-        body.append(f"out.append({code})")
-    return ("def make(form, opcode, d0, d1, d2, d3):\n    def emit(asm, m, lineno, out):\n"
-            + "".join(f"        {line}\n" for line in body) + "    return emit\n")
+        body.append(f"out[line] = {code}")
+    # ``line`` is the 0-based line index; ``out`` has one entry per input line.
+    # Two functions from one body: ``emit`` for one line, ``emit_many`` for a skeleton group
+    # (the loop inside saves a call per line); ``emit_many`` returns the lines not matched.
+    bad = f"asm.bad_operand(m, {[(i, k) for i, k, _ in plan]}, line + 1)"
+    one = "".join(f"            {text}\n" for text in body)
+    many = "".join(f"                {text}\n" for text in body)
+    return ("def make(form, opcode, d0, d1, d2, d3):\n"
+            "    def emit(asm, m, line, out):\n        try:\n" + one
+            + "        except AssemblyError:\n            raise\n"
+            + "        except (KeyError, ValueError):  # r11..r19, or a malformed number\n"
+            + f"            raise {bad} from None\n"
+            + "    def emit_many(asm, lines, matches, out):\n        rest = []\n"
+            + "        for line, m in zip(lines, matches):\n"
+            + "            if m is None:\n                rest.append(line)\n                continue\n"
+            + "            try:\n" + many
+            + "            except AssemblyError as exc:\n                asm.errors.append(exc)\n"
+            + f"            except (KeyError, ValueError):\n                asm.errors.append({bad})\n"
+            + "        return rest\n"
+            + "    return emit, emit_many\n")
 
 
-_FACTORIES: dict[tuple[tuple[tuple[int, int, bool], ...], int], Callable[..., Callable[..., None]]] = {}
+_FACTORIES: dict[tuple[tuple[tuple[int, int, bool], ...], int], Callable[..., tuple[Callable[..., None],
+                                                                                    Callable[..., list[int]]]]] = {}
 
 
-def _emitter(form: Form, plan: tuple[tuple[int, int, bool], ...]) -> Callable[..., None]:
+def _emitter(form: Form, plan: tuple[tuple[int, int, bool], ...]) -> tuple[Callable[..., None],
+                                                                         Callable[..., list[int]]]:
     wide = 0
     if form.wide:
         wide = 2 if form.src in (isa.Pseudo.MAP_VALUE, isa.Pseudo.MAP_IDX_VALUE) else 1
     key = (plan, wide)
     if key not in _FACTORIES:
-        namespace: dict[str, object] = {"pack": _SLOT.pack, "pack_wide": _WIDE.pack, "REG": _REGISTERS}
+        namespace: dict[str, object] = {"pack": _SLOT.pack, "pack_wide": _WIDE.pack, "REG": _REGISTERS,
+                                        "AssemblyError": AssemblyError}
         exec(_emitter_source(plan, wide), namespace)  # noqa: S102 - our own generated code
         _FACTORIES[key] = namespace["make"]  # type: ignore[assignment]
     fixed = form.fixed
@@ -275,11 +298,15 @@ def _emitter(form: Form, plan: tuple[tuple[int, int, bool], ...]) -> Callable[..
                            fixed.get("imm", 0))
 
 
+_GROUP_NAME_RE = re.compile(r"\(\?P<(\w+)>")
+_BACKREF_RE = re.compile(r"\(\?P=(\w+)\)")
+
+
 class _Pattern:
     """One spelling of one form.  ``match`` compiles the regex and the emitter on first use,
     which keeps start-up fast (a program uses a few dozen of the ~350 spellings)."""
 
-    __slots__ = ("form", "source", "template", "syntax", "match", "emit")
+    __slots__ = ("form", "source", "template", "syntax", "match", "emit", "emit_many")
 
     def __init__(self, form: Form, source: str, template: str, syntax: str):
         self.form = form
@@ -288,16 +315,26 @@ class _Pattern:
         self.syntax = syntax
         self.match: Callable[[str], re.Match[str] | None] = self._first_match
         self.emit: Callable[..., None] = self._no_emit
+        self.emit_many: Callable[..., list[int]] = self._no_emit  # type: ignore[assignment]
+
+    def matcher(self) -> Callable[[str], re.Match[str] | None]:
+        """The compiled ``fullmatch`` (compiling it, and the emitter, if not done yet)."""
+        if self.match == self._first_match:
+            self._first_match("")
+        return self.match
 
     def _first_match(self, line: str) -> re.Match[str] | None:
-        regex = re.compile(self.source)
+        # Named groups give the plan; the compiled regex uses plain numbered groups (cheaper to compile).
+        names = _GROUP_NAME_RE.findall(self.source)
         plan = []
-        for group, index in sorted(regex.groupindex.items(), key=lambda kv: kv[1]):
+        for index, group in enumerate(names):
             kind = _kind(group, self.form, self.syntax)
             optional = kind == _OFF_OPT or (kind == _IMM and "{ind}" in self.template)
-            plan.append((index - 1, kind, optional))
-        self.emit = _emitter(self.form, tuple(plan))
-        self.match = regex.fullmatch
+            plan.append((index, kind, optional))
+        source = _GROUP_NAME_RE.sub("(", self.source)
+        source = _BACKREF_RE.sub(lambda m: f"\\{names.index(m.group(1)) + 1}", source)
+        self.emit, self.emit_many = _emitter(self.form, tuple(plan))
+        self.match = re.compile(source).fullmatch
         return self.match(line)
 
     def _no_emit(self, *args: object) -> None:  # pragma: no cover - match() always runs first
@@ -355,9 +392,30 @@ def _table(syntax: str) -> dict[str, list[_Pattern]]:
 # --------------------------------------------------------------------------
 
 
+_PENDING = (b"\0" * 8, b"\0" * 16)  # placeholders of deferred instructions (1 or 2 slots)
+
+
+def _group_by(pairs: Iterable[tuple[int, str]]) -> dict[str, list[int]]:
+    """Line indexes grouped by skeleton (empty skeletons, blank lines, left out)."""
+    groups: dict[str, list[int]] = {}
+    for index, skel in pairs:
+        if skel:
+            lines = groups.get(skel)
+            if lines is None:
+                groups[skel] = [index]
+            else:
+                lines.append(index)
+    return groups
+
+
 class _Assembler:
-    """One assembly run: ``out`` holds the bytes of each instruction (None until a label or
-    helper name in it is resolved), ``lines`` its input line."""
+    """One assembly run.  ``out`` has one entry per input line: the instruction's bytes, a
+    placeholder while a label / helper / map name in it is unresolved, or b"" (no instruction).
+
+    Lines are processed grouped by skeleton (one ``map`` of a regex over all lines of a
+    shape, then one generated call per line), which is what makes large inputs fast; label
+    definitions, label references and errors take the per-line path afterwards.
+    """
 
     def __init__(self, text: str, syntax: str, filename: str):
         self.syntax = syntax
@@ -368,11 +426,10 @@ class _Assembler:
         self.stripped = _COMMENT_RE.sub("", self.text) if has_comments else self.text  # blanks kept
         self._stripped_lines: list[str] | None = None
         self._overrides: dict[int, str] = {}  # line -> text without its label / "(bf)" prefix
-        self.labels: dict[str, int] = {}
-        self.out: list[bytes | None] = []
-        self.lines: list[int] = []
-        self.wide = 0  # ld_imm64 seen so far: pc = len(out) + wide
-        self.deferred: list[tuple[int, int, Form, int, int, int, int, int, int, str, int]] = []
+        self.label_lines: dict[str, int] = {}  # label -> index of the line it precedes
+        self.out: list[bytes] = []
+        self.deferred: list[tuple[int, Form, int, int, int, int, int, str, int]] = []
+        self.errors: list[AssemblyError] = []
         self.map_refs = False  # may "r1 = name ll" stay symbolic (assemble()) or not (raw bytes)?
 
     # -- errors ------------------------------------------------------------
@@ -405,83 +462,114 @@ class _Assembler:
         col = self.column(lineno, m.start(index + 1))
         return self.error(f"{what} {value} out of range [{lo}, {hi}]", lineno, col)
 
-    def bad_register(self, m: re.Match[str], index: int, lineno: int) -> AssemblyError:
-        col = self.column(lineno, m.start(index + 1) - 1)
-        return self.error(f"bad register r{m.group(index + 1)} (r0..r10)", lineno, col)
+    def bad_operand(self, m: re.Match[str], plan: list[tuple[int, int]], lineno: int) -> AssemblyError:
+        """The error for a register beyond r10 or a malformed number the loose regexes let through."""
+        for index, kind in plan:
+            text = m.group(index + 1)
+            if kind in (_DST, _SRC) and text not in _REGISTERS:
+                col = self.column(lineno, m.start(index + 1) - 1)
+                return self.error(f"bad register r{text} (r0..r10)", lineno, col)
+            if kind not in (_DST, _SRC) and text and (text[0].isdigit() or text[0] in "+-"):
+                try:
+                    _num(text)
+                except ValueError:
+                    return self.error(f"bad number {text!r}", lineno, self.column(lineno, m.start(index + 1)))
+        return self.error("bad operand", lineno, 1)  # pragma: no cover - one of the above applies
 
     # -- passes ------------------------------------------------------------
-    def defer(self, form: Form, dst: int, src: int, off: int, imm: int, imm2: int, lineno: int,
+    def defer(self, form: Form, dst: int, src: int, off: int, imm: int, imm2: int, line: int,
               ref: tuple[str, int]) -> None:
-        """An instruction naming a label or helper: encoded once every label is known.
+        """An instruction naming a label, helper or map: encoded once every label is known.
         ``ref`` is the name and its position in the blank-free line."""
-        index = len(self.out)
-        self.deferred.append((index, index + self.wide - (1 if form.wide else 0), form, dst, src, off, imm, imm2,
-                              lineno, ref[0], ref[1]))
-        self.out.append(None)
+        self.deferred.append((line, form, dst, src, off, imm, imm2, ref[0], ref[1]))
+        self.out[line] = _PENDING[1 if form.wide else 0]
 
-    def run(self) -> list[bytes | None]:
+    def run(self) -> list[bytes]:
         skeletons = _skeletons(self.stripped, self.syntax, labels=False).split("\n")
         compact = self.stripped.translate(_BLANKS).split("\n")
+        self.out = [b""] * len(skeletons)
+        # Pass 1: every line, grouped by skeleton.
+        unknown = self._match_groups(_group_by(enumerate(skeletons)), compact.__getitem__)
+        # Pass 2: what pass 1 did not know: label definitions (cut off), "(bf)" prefixes, label
+        # references (their skeleton needs the label-aware rules), directives and errors.
+        retry: dict[int, str] = {}  # line -> blank-free text left to match
+        for index in unknown:
+            text = self._cut_line(index, compact[index])
+            if text:
+                retry[index] = text
+        if retry:
+            texts = [self.stripped_line(index + 1) for index in retry]
+            relabelled = _skeletons("\n".join(texts), self.syntax, labels=True).split("\n")
+            skeleton_of = dict(zip(retry, relabelled))
+            failed = self._match_groups(_group_by(skeleton_of.items()), retry.__getitem__)
+            for index in failed:  # mostly errors; kernel "(bf)" lines whose opcode picks the form
+                try:
+                    self._last_chance(index + 1, skeleton_of[index], retry[index])
+                except AssemblyError as exc:
+                    self.errors.append(exc)
+        if self.errors:
+            raise min(self.errors, key=lambda e: e.source.line if e.source else 0)
+        self._resolve()
+        return self.out
+
+    def _match_groups(self, groups: dict[str, list[int]], text_of: Callable[[int], str]) -> list[int]:
+        """Match and emit every line of every skeleton group; returns the lines left (sorted)."""
+        left: list[int] = []
         table = self.table
         out = self.out
-        lines = self.lines
-        lineno = 0
-        for skel, line in zip(skeletons, compact):
-            lineno += 1
-            if not skel:
-                continue
+        for skel, indexes in groups.items():
             patterns = table.get(skel)
-            if patterns is not None:
-                for pattern in patterns:
-                    m = pattern.match(line)
-                    if m is not None:
-                        pattern.emit(self, m, lineno, out)
-                        lines.append(lineno)
-                        break
-                else:
-                    self._slow_line(lineno, skel, line)
+            if patterns is None:
+                left += indexes
                 continue
-            self._slow_line(lineno, skel, line)
-        self._resolve()
-        return out
+            for pattern in patterns:  # usually one; u8/u16/u32 spellings share a skeleton
+                match = pattern.matcher()
+                indexes = pattern.emit_many(self, indexes, map(match, map(text_of, indexes)), out)
+                if not indexes:
+                    break
+            left += indexes
+        left.sort()
+        return left
 
-    def _slow_line(self, lineno: int, skel: str, compact: str) -> None:
-        """Label definitions and references, kernel "(bf)" prefixes, and error reporting."""
+    def _cut_line(self, index: int, compact: str) -> str:
+        """Record a label definition / skip a directive; returns the instruction text left."""
+        lineno = index + 1
         if compact[0] == "." and _DIRECTIVE_RE.match(self.stripped_line(lineno)):
-            return  # assembler directives (.text, .globl, .section ...) carry no instruction
-        consumed = 0  # characters of the blank-free line taken by a label or a "(bf)" prefix
+            return ""  # assembler directives (.text, .globl, .section ...) carry no instruction
         label = _LABEL_DEF_RE.match(compact)
-        if label:
-            name = label.group(1)
-            if name in self.labels:
-                raise self.error(f"duplicate label {name!r}", lineno, self.column(lineno, label.start(1)))
-            self.labels[name] = len(self.out) + self.wide
-            consumed = label.end()
-            compact = compact[label.end():]
-            if not compact:
-                return
-            skel = skel.split(":", 1)[1]
-        opcode = None
-        prefix = _KERNEL_PREFIX_RE.match(compact)
-        if prefix.end():  # "0: (bf) r6 = r1" as bpftool prints it; the opcode picks among same-looking forms
-            opcode = int(prefix.group(1), 16) if prefix.group(1) else None
-            consumed += prefix.end()
-            compact = compact[prefix.end():]
-            skel = _skeletons(compact, self.syntax, labels=False)
-        if consumed:  # later error columns and messages see the line without the label / prefix
-            cut = self.column(lineno, consumed) - 1
+        if not label:
+            return compact
+        name = label.group(1)
+        if name in self.label_lines:
+            self.errors.append(self.error(f"duplicate label {name!r}", lineno, self.column(lineno, label.start(1))))
+            return ""
+        self.label_lines[name] = index
+        rest = compact[label.end():]
+        if rest:  # "name: insn": columns and label-aware skeletons see the line without the label
+            cut = self.column(lineno, label.end()) - 1
             line = self.stripped_line(lineno)
             self._overrides[lineno] = " " * cut + line[cut:]
-        if _LABEL_WORDS_RE.search(skel):  # label reference: find it where the blanks still separate words
+        return rest
+
+    def _last_chance(self, lineno: int, skel: str, compact: str) -> None:
+        """A kernel-listing line ("0: (bf) r6 = r1", the opcode picks among same-looking forms),
+        or an error naming what is wrong."""
+        opcode = None
+        prefix = _KERNEL_PREFIX_RE.match(compact)
+        if prefix.end():
+            opcode = int(prefix.group(1), 16) if prefix.group(1) else None
+            cut = self.column(lineno, prefix.end()) - 1  # the current line's blank-free text is ``compact``
+            line = self.stripped_line(lineno)
+            self._overrides[lineno] = " " * cut + line[cut:]
+            compact = compact[prefix.end():]
             skel = _line_skeleton(self.stripped_line(lineno), self.syntax)
         patterns = self.table.get(skel) or []
         for pattern in patterns:
             if opcode is not None and pattern.form.opcode != opcode:
                 continue
-            match = pattern.match(compact)
+            match = pattern.matcher()(compact)
             if match is not None:
-                pattern.emit(self, match, lineno, self.out)
-                self.lines.append(lineno)
+                pattern.emit(self, match, lineno - 1, self.out)
                 return
         line = self.stripped_line(lineno)
         col = len(line) - len(line.lstrip()) + 1
@@ -493,27 +581,26 @@ class _Assembler:
             raise self.error(f"operands do not fit {expected}", lineno, col)
         raise self.error(f"unknown instruction {line.strip()!r}", lineno, col)
 
-    def _first_exit(self) -> int:
-        pc = 0
-        exit_opcode = isa.FORMS_BY_NAME["exit"].opcode
-        for chunk in self.out:
-            if chunk is not None and chunk[0] == exit_opcode:
-                return pc
-            pc += 1 if chunk is None else len(chunk) // 8
-        return -1  # no exit: reported as an undefined label
+    def _pcs(self) -> list[int]:
+        """The byte offset of the instruction on or after each line (pc = offset // 8)."""
+        return [0, *itertools.accumulate(map(len, self.out))]
 
     def _resolve(self) -> None:
+        if not self.deferred:
+            return
         from .helpers import lookup
 
+        offsets = self._pcs()
+        labels = {name: offsets[line] >> 3 for name, line in self.label_lines.items()}
         call_local = isa.FORMS_BY_NAME["call_local"]
-        labels = self.labels
         pack = _SLOT.pack
-        for index, pc, form, dst, src, off, imm, _imm2, lineno, name, pos in self.deferred:
+        for line, form, dst, src, off, imm, _imm2, name, pos in self.deferred:
+            lineno, pc = line + 1, offsets[line] >> 3
             if form.wide:  # "r1 = my_map ll": only a loader can fill in the map
                 if not self.map_refs:
                     raise self.error(f"map reference {name!r} needs a loader: use pybpfasm.asm.assemble() "
                                      "and load the instructions with their maps", lineno, self.column(lineno, pos))
-                self.out[index] = _WIDE.pack(form.opcode, dst, 0, 0, 0, 0, 0, 0)
+                self.out[line] = _WIDE.pack(form.opcode, dst, 0, 0, 0, 0, 0, 0)
                 continue
             if form.imm == "helper":  # "call name": a local function if the label exists, else a helper
                 if name in labels:
@@ -525,7 +612,7 @@ class _Assembler:
                     imm = helper.id
             else:
                 if name not in labels and name == "exit" and self.syntax == "ubpf":
-                    labels[name] = self._first_exit()  # bpf_conformance: "exit" names the first exit
+                    labels[name] = self._first_exit(offsets)  # bpf_conformance: "exit" names the first exit
                 if labels.get(name, -1) < 0:
                     raise self.error(f"undefined label {name!r}", lineno, self.column(lineno, pos))
                 delta = labels[name] - (pc + 1)
@@ -536,7 +623,14 @@ class _Assembler:
                     off = delta
                 else:
                     imm = delta
-            self.out[index] = pack(form.opcode, (src << 4) | dst, off, imm)  # never ld_imm64: no label operand
+            self.out[line] = pack(form.opcode, (src << 4) | dst, off, imm)  # never ld_imm64: no label operand
+
+    def _first_exit(self, offsets: list[int]) -> int:
+        exit_opcode = isa.FORMS_BY_NAME["exit"].opcode
+        for line, chunk in enumerate(self.out):
+            if chunk and chunk is not _PENDING[0] and chunk[0] == exit_opcode:
+                return offsets[line] >> 3
+        return -1  # no exit: reported as an undefined label
 
 
 def _check(syntax: str) -> None:
@@ -547,7 +641,7 @@ def _check(syntax: str) -> None:
 def assemble_bytes(text: str, syntax: str = "llvm", filename: str = "<input>") -> bytes:
     """Assemble text straight to little-endian bytecode (the fast path used by the CLI)."""
     _check(syntax)
-    return b"".join(_Assembler(text, syntax, filename).run())  # type: ignore[arg-type]
+    return b"".join(_Assembler(text, syntax, filename).run())
 
 
 def assemble(text: str, syntax: str = "llvm", filename: str = "<input>") -> list[Instruction]:
@@ -560,19 +654,22 @@ def assemble(text: str, syntax: str = "llvm", filename: str = "<input>") -> list
     assembler = _Assembler(text, syntax, filename)
     assembler.map_refs = True
     chunks = assembler.run()
-    refs = {index: (form, name) for index, _, form, *_rest, name, _col in assembler.deferred}
+    maps = {line: name for line, form, *_rest, name, _pos in assembler.deferred if form.wide}
     raw_lines = assembler.text.split("\n")
     out = []
-    for index, (chunk, line) in enumerate(zip(chunks, assembler.lines)):
-        raw = raw_lines[line - 1]
-        source = SourceLoc(filename, line, len(raw) - len(raw.lstrip()) + 1, raw.strip())
+    slot = 0
+    for line, chunk in enumerate(chunks):
+        if not chunk:
+            continue
+        raw = raw_lines[line]
+        source = SourceLoc(filename, line + 1, len(raw) - len(raw.lstrip()) + 1, raw.strip())
         try:
-            insn = isa.decode_one(chunk or b"", 0, index)
+            insn = isa.decode_one(chunk, 0, slot)
         except isa.DecodeError as exc:
             raise AssemblyError(str(exc).split(": ", 1)[-1], source) from None
-        form, name = refs.get(index, (None, None))
-        ref = MapRef(name) if form is not None and form.wide else None  # labels and helpers are resolved
+        ref = MapRef(maps[line]) if line in maps else None  # labels and helpers are resolved
         out.append(insn.with_(ref=ref, source=source))
+        slot += insn.slots
     return out
 
 

@@ -41,6 +41,7 @@ import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
+from functools import cached_property
 from typing import Any
 
 # --------------------------------------------------------------------------
@@ -200,7 +201,7 @@ class Form:
     def cls(self) -> Class:
         return Class(self.opcode & 0x07)
 
-    @property
+    @cached_property
     def fixed(self) -> dict[str, int]:
         """The fields whose value selects this form among same-opcode forms."""
         return {
@@ -208,6 +209,22 @@ class Form:
             for k, v in (("dst", self.dst), ("src", self.src), ("off", self.off), ("imm", self.imm))
             if isinstance(v, int) and not isinstance(v, bool)
         }
+
+    @cached_property
+    def bounds(self) -> tuple[tuple[str, int, int], ...]:
+        """(field, lowest, highest) of every field but a 64-bit constant: what ``validate`` checks."""
+        out = []
+        for name in ("dst", "src", "off", "imm"):
+            role = getattr(self, name)
+            if isinstance(role, int) and not isinstance(role, bool):
+                out.append((name, int(role), int(role)))
+            elif role == "zero":
+                out.append((name, 0, 0))
+            elif role == "reg":
+                out.append((name, 0, NUM_REGISTERS - 1))
+            elif role != "imm64":
+                out.append((name, *_RANGES[role]))
+        return tuple(out)
 
 
 def _alu_forms() -> Iterator[Form]:
@@ -397,6 +414,9 @@ assert len(FORMS_BY_NAME) == len(FORMS), "form names must be unique"
 _FORMS_BY_OPCODE: dict[int, list[Form]] = {}
 for _f in FORMS:
     _FORMS_BY_OPCODE.setdefault(_f.opcode, []).append(_f)
+# opcode -> (form, fixed fields) for form_of
+_SELECTORS: dict[int, list[tuple[Form, tuple[tuple[str, int], ...]]]] = {
+    op: [(f, tuple(f.fixed.items())) for f in forms] for op, forms in _FORMS_BY_OPCODE.items()}
 
 
 # --------------------------------------------------------------------------
@@ -480,8 +500,11 @@ class Instruction:
 
 def form_of(insn: Instruction) -> Form:
     """The table row describing ``insn``; raises EncodingError when none does."""
-    for form in _FORMS_BY_OPCODE.get(insn.opcode, ()):
-        if all(getattr(insn, k) == v for k, v in form.fixed.items()):
+    for form, fixed in _SELECTORS.get(insn.opcode, ()):
+        for name, value in fixed:
+            if getattr(insn, name) != value:
+                break
+        else:
             return form
     raise EncodingError(
         f"no BPF instruction has opcode 0x{insn.opcode:02x} with src={insn.src} off={insn.off} imm={insn.imm}",
@@ -521,24 +544,15 @@ _RANGES = {
 def validate(insn: Instruction, form: Form | None = None) -> Form:
     """Check every field against its form; returns the form."""
     form = form or form_of(insn)
-    for name in ("dst", "src", "off", "imm"):
-        role = getattr(form, name)
+    for name, lo, hi in form.bounds:
         value = getattr(insn, name)
-        if isinstance(role, int) and not isinstance(role, bool):
-            if value != role:
-                raise EncodingError(f"{form.name}: {name} must be {role}, not {value}", insn.source)
-        elif role == "zero":
-            if value != 0:
-                raise EncodingError(f"{form.name}: {name} must be 0, not {value}", insn.source)
-        elif role == "reg":
-            if not 0 <= value < NUM_REGISTERS:
+        if not lo <= value <= hi:
+            role = getattr(form, name)
+            if role == "reg":
                 raise EncodingError(f"{form.name}: r{value} is not a register (r0..r10)", insn.source)
-        elif role == "imm64":
-            pass  # checked below together with imm2
-        else:
-            lo, hi = _RANGES[role]
-            if not lo <= value <= hi:
-                raise EncodingError(f"{form.name}: {name} {value} out of range [{lo}, {hi}]", insn.source)
+            if lo == hi:  # a fixed value (0 or the one selecting this form)
+                raise EncodingError(f"{form.name}: {name} must be {lo}, not {value}", insn.source)
+            raise EncodingError(f"{form.name}: {name} {value} out of range [{lo}, {hi}]", insn.source)
     if form.wide and form.src in (Pseudo.MAP_VALUE, Pseudo.MAP_IDX_VALUE):
         if not (0 <= insn.imm < (1 << 32) and 0 <= insn.imm2 < (1 << 32)):
             raise EncodingError(f"{form.name}: map fd/index and value offset must be unsigned 32-bit", insn.source)

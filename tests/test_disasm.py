@@ -143,3 +143,16 @@ def test_cli_user_errors_are_one_line(tmp_path, capsys) -> None:
     bin_.write_bytes(b"\xff" * 8)
     assert main(["disasm", str(bin_)]) == 2
     assert "slot 0" in capsys.readouterr().err
+
+
+def test_cli_stdin_stdout() -> None:
+    import subprocess
+
+    run = [sys.executable, "-m", "pybpfasm.cli.main"]
+    code = subprocess.run([*run, "asm", "-"], input=b"r0 = 1\nexit\n", capture_output=True, check=True).stdout
+    assert code == bytes.fromhex("b7000000010000009500000000000000")
+    text = subprocess.run([*run, "disasm", "-", "--syntax", "llvm"], input=code, capture_output=True,
+                          check=True).stdout
+    assert text == b"   0: r0 = 0x1\n   1: exit\n"
+    bad = subprocess.run([*run, "asm", "-"], input=b"r0 = r12\n", capture_output=True)
+    assert bad.returncode == 2 and bad.stderr.decode().count("\n") == 1 and b"<stdin>:1:6" in bad.stderr

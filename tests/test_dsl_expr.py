@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pybpfasm.dsl import XDP_ABORTED, XDP_PASS, Return, xdp
+from pybpfasm.dsl import XDP_ABORTED, XDP_PASS, Return, bpf, xdp
 from pybpfasm.layout import Layout, u64
 
 N_VARS = 4
@@ -188,20 +188,35 @@ exprs = st.recursive(leaf, extend, max_leaves=8).map(_fix)
 Io = Layout("Io", [("x", u64[N_VARS]), ("out", u64[N_EXPRS])], packed=True)
 
 
-def compile_batch(trees):
+def compile_batch(trees, across_calls: bool = False):
+    """One program computing every tree. ``across_calls`` computes them all first, with helper
+    calls in between, and stores them at the end: two dozen values live across calls, so the
+    register allocator must spill and split."""
     @xdp
     def prog(pkt):
         io = pkt.header(Io, otherwise=XDP_ABORTED)
         xs = [io.x[i].cast(_LAYOUT[VAR_TYPES[i]]) for i in range(N_VARS)]
+        values = []
         for i, tree in enumerate(trees):
             v = emit_dsl(tree, xs)
-            if isinstance(v, int):  # a bare constant leaf
-                io.out[i] = v & (2**64 - 1)
+            if across_calls:
+                values.append(v)
+                if i % 4 == 3:
+                    bpf.ktime_get_ns()
             else:
-                io.out[i] = v.cast(_LAYOUT[(64, v.ty.signed)])
+                store(io, i, v)
+        for i, v in enumerate(values):
+            store(io, i, v)
         Return(XDP_PASS)
 
     return prog
+
+
+def store(io, i, v):
+    if isinstance(v, int):  # a bare constant leaf
+        io.out[i] = v & (2**64 - 1)
+    else:
+        io.out[i] = v.cast(_LAYOUT[(64, v.ty.signed)])
 
 
 @pytest.mark.kernel
@@ -209,9 +224,10 @@ def compile_batch(trees):
 @given(trees=st.lists(exprs, min_size=N_EXPRS, max_size=N_EXPRS),
        inputs=st.lists(st.one_of(st.integers(0, 2**64 - 1),
                                  st.sampled_from([0, 1, 2**31, 2**32 - 1, 2**63, 2**64 - 1, 5, 2**31 - 1])),
-                       min_size=N_VARS, max_size=N_VARS))
-def test_expressions_match_python_model(kernel, trees, inputs):
-    prog = compile_batch(trees)
+                       min_size=N_VARS, max_size=N_VARS),
+       across_calls=st.booleans())
+def test_expressions_match_python_model(kernel, trees, inputs, across_calls):
+    prog = compile_batch(trees, across_calls)
     loaded = prog.load()
     try:
         frame = struct.pack(f"<{N_VARS}Q", *inputs) + bytes(8 * N_EXPRS)

@@ -127,7 +127,7 @@ SAMPLES = [
 
 
 @pytest.fixture(scope="module")
-def loaded_programs():
+def loaded_programs(kernel):
     stats = PerCpuArray(value=u64, max_entries=DN_NSTATS, name="t_mstats")
     events = RingBuf(max_entries=1 << 16, name="t_mring")
     progs = [parser_program(stats).load(), downstream_program(events, stats, converge=True).load()]

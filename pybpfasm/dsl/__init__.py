@@ -33,16 +33,19 @@ Complete example (a per-protocol counter that drops TCP port 8080)::
 
 Reference:
 
-* values: header/map/record fields, ``pkt.len``, ``pkt.ifindex``, helper results.
+* values: header/map/record fields, ``pkt.len``, ``pkt.ifindex``, helper results, ``cond.value()``.
   Operators ``+ - * // % & | ^ << >> ~ -`` (BPF semantics: division truncates, x//0 == 0,
   x%0 == x); comparisons give conditions.  32-bit values use 32-bit instructions.
   ``x.cast(u64)`` / ``x.u64()`` / ``x.s32()`` convert like C, ``cast(5, u64)``.
-  Big-endian fields stay raw until their numeric value is needed (``x.value()``).
+  Big-endian fields stay raw until their numeric value is needed (``x.value()``); ``x.raw_be(2)``
+  marks a value already in memory order (a folded ``bpf_csum_diff``) for a raw store.
 * conditions: comparisons, ``All(a, b)`` / ``a & b``, ``Any(a, b)`` / ``a | b``,
   ``Not(a)`` / ``~a`` (short-circuit), ``pkt.has(view...)``, a map reference (non-null).
-* ``with If(c): ...``, ``with Elif(c): ...``, ``with Else(): ...``;
-  ``for i in Range(N[, converge=True]): ... Break() ... Continue()`` (constant N);
-  ``Return(action_or_value)``.
+* ``with If(c): ...``, ``with Elif(c): ...``, ``with Else(): ...`` (an Elif/Else must directly follow
+  its If block: the DSL reads the source to know); ``Return(action_or_value)``.
+* ``for i in Range(N): ... Break() ... Continue()`` / ``Range(start, stop, step)`` with constant
+  bounds.  ``converge=True`` verifies the loop with ``may_goto`` (the verifier widens the loop state
+  instead of walking every iteration); the default converges loops of more than 8 iterations.
 * ``v = Var(u32, 0)``; ``v.set(x)``; ``v += 1``; reading a Var not set on every path is an error.
   Values computed inside a block cannot be used after it (use a Var).
 * packet: ``pkt.header(L, otherwise=A)``, ``pkt.headers(L1, L2, ..., otherwise=A)``,
@@ -50,7 +53,10 @@ Reference:
   ``pkt.has(*views)``, ``pkt.ensure(*views, otherwise=A)``; ``otherwise`` is an action or
   a callable (run, e.g. to count, before returning what it returns).  ``view.field``
   reads, ``view.field = x`` writes, ``view.addr`` / ``view.offset`` for helpers,
-  ``copy(dst_view, src_view)``.  Bit fields: ``ip.ihl``, ``ip.version``, ``tcp.doff``.
+  ``copy(dst_view, src_view)``, ``pkt.has(ip.extent(tot_len))`` for "tot_len bytes from ip".
+  Bit fields: ``ip.ihl``, ``ip.version``, ``tcp.doff``, ``tcp.syn``.  ``pkt.ifindex``,
+  ``pkt.rx_queue``, ``pkt.len``.  A variable offset is bounded (<= 16383) before pointer
+  arithmetic unless its range is known statically.
 * stack: ``local(Layout, field=..., ...)`` zero-initialised; ``local(u32, x)``.
 * maps (``pybpfasm.maps`` objects): ``ref = lookup(m, key)`` then ``with If(ref):`` (or
   ``with If(ref.is_null()): Return(...)``) before ``ref.field`` / ``ref.get()`` /
@@ -63,7 +69,9 @@ Reference:
   ``ringbuf_output(events, view)``.
 * helpers: ``call("name", ...)`` or ``bpf.name(...)`` with build-time argument-kind checks,
   ``trace_printk("fmt %d\\n", x)``, ``redirect(ifindex)``, ``csum_diff(...)``.
-* ``@subprog`` functions (BPF-to-BPF calls; a parameter named ``pkt`` receives the packet).
+* ``@subprog`` functions (BPF-to-BPF calls; a parameter named ``pkt`` receives the packet; an annotation
+  such as ``host: be32`` passes a network-order value through unchanged); ``@global_func`` for a global
+  function, verified once instead of at every call site (the program is loaded with BTF func_info).
 * ``emit(isa.make(...))`` appends raw instructions (escape hatch).
 
 Every instruction carries the ``SourceLoc`` of the DSL line that produced it;
@@ -87,6 +95,7 @@ from .calls import (
     csum_diff,
     delete,
     discard,
+    global_func,
     lookup,
     redirect,
     redirect_map,
@@ -122,7 +131,7 @@ from .program import Compiled, XdpProgram, xdp
 Any = AnyOf  # noqa: A001 - reads as the DSL's "any of these conditions"
 
 __all__ = [
-    "xdp", "XdpProgram", "Compiled", "subprog", "Packet", "View", "Scalar", "Cond", "DslError",
+    "xdp", "XdpProgram", "Compiled", "subprog", "global_func", "Packet", "View", "Scalar", "Cond", "DslError",
     "If", "Elif", "Else", "Return", "Range", "Break", "Continue", "Var", "All", "Any", "AnyOf", "Not",
     "cast", "emit", "local", "copy",
     "lookup", "update", "delete", "add", "redirect_map", "redirect", "reserve", "submit", "discard",

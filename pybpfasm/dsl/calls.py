@@ -391,6 +391,8 @@ class subprog:  # noqa: N801 - used as a decorator
     a program; it must ``Return(value)`` on every path.
     """
 
+    is_global = False
+
     def __init__(self, fn: Any):
         self.fn = fn
         self.name = fn.__name__
@@ -471,6 +473,16 @@ class subprog:  # noqa: N801 - used as a decorator
             return fn
         finally:
             b.fn, b.facts, b.scope, b.terminated, b.chain, b.loops, b.packet = saved
+
+
+def global_func(fn: Any) -> subprog:
+    """``@global_func`` -- like ``@subprog``, but a *global* BPF function: the verifier checks its body
+    once, from its prototype (scalar parameters are unknown u64 values, ``pkt`` is the context), instead
+    of once per call site.  The program is then loaded with a small BTF describing its functions.
+    Global functions cannot take pointers other than the packet context."""
+    s = subprog(fn)
+    s.is_global = True
+    return s
 
 
 def _def_loc(fn: Any) -> Any:

@@ -241,7 +241,8 @@ def zero_fill(region: Region, off: int, size: int, skip: set[int] | None = None)
             pos += 1
             continue
         for n in (8, 4, 2, 1):
-            if (off + pos) % n == 0 and pos + n <= size and not any(p in skip for p in range(pos, pos + n)):
+            if (off + pos) % n == 0 and pos + n <= size and not any(p in skip for p in range(pos, pos + n)) and \
+                    (n < 8 or not isinstance(region, PacketBase)):
                 store(region, off + pos, ScalarType("raw", n, False, "little"), 0)
                 pos += n
                 break
@@ -430,6 +431,10 @@ def _write(region: Region, off: int, ftype: Any, value: Any) -> None:
     if isinstance(ftype, ArrayType):
         if isinstance(value, View):
             copy(View(region, off, ftype), value)
+            return
+        value = list(value)
+        if all(isinstance(v, int) and v == 0 for v in value) and len(value) == ftype.count:
+            zero_fill(region, off, ftype.size)  # widest stores the alignment allows
             return
         for i, v in enumerate(value):
             _write(region, off + i * ftype.elem.size, ftype.elem, v)

@@ -13,6 +13,8 @@ block end.  These passes run to a fixpoint:
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..builder import Label
 from .ir import Item, Op, is_cond_jump, is_jump
 
@@ -39,22 +41,90 @@ def _retarget(op: Op, name: str) -> Op:
     return Op(op.form, op.dst, op.src, op.off, op.imm, op.imm2, Label(name), op.source, op.nargs, op.meta)
 
 
+def _writes(op: Op) -> tuple[int, ...]:
+    from .ir import defs_uses
+    return defs_uses(op)[0]
+
+
 def forward_stores(items: list[Item]) -> list[Item]:
-    """``*(u64 *)(r10 + X) = rA`` then ``rB = *(u64 *)(r10 + X)``: the load becomes ``rB = rA`` (spill code)."""
+    """Clean spill code inside basic blocks (no labels or jumps in between):
+
+    * a reload of a stack slot whose value is still in a register becomes a copy (or nothing);
+    * a store to a slot overwritten before any read in the same block is dropped.
+    """
     out: list[Item] = []
+    # slot offset -> register known to hold the same 8 bytes
+    known: dict[int, int] = {}
     for it in items:
-        prev = out[-1] if out else None
-        if (isinstance(it, Op) and it.form == "ldxdw" and it.src == 10 and isinstance(prev, Op)
-                and prev.form == "stxdw" and prev.dst == 10 and prev.off == it.off):
-            if it.dst != prev.src:
-                out.append(Op("mov64_x", it.dst, prev.src, source=it.source, meta=it.meta))
+        if isinstance(it, Label) or (isinstance(it, Op) and (is_jump(it) or it.form in ("exit", "may_goto"))):
+            known.clear()
+            out.append(it)
             continue
-        out.append(it)
-    return out
+        op = it
+        if op.form == "ldxdw" and op.src == 10 and op.off in known:
+            reg = known[op.off]
+            if reg != op.dst:
+                new = Op("mov64_x", op.dst, reg, source=op.source, meta=op.meta)
+                out.append(new)
+                for k in [k for k, r in known.items() if r == op.dst]:
+                    del known[k]
+            continue
+        written = _writes(op)
+        if op.form.startswith(("call", "atomic")):
+            written = tuple(set(written) | {0, 1, 2, 3, 4, 5})
+        if op.meta.get("keep") and op.form.startswith(("st", "atomic")):
+            known.clear()  # a raw store may go through any pointer, the stack included
+        if op.form.startswith("atomic") and op.dst == 10:
+            for k in [k for k in known if k < op.off + 8 and op.off < k + 8]:
+                del known[k]
+        # a store into the stack invalidates what we knew about the bytes it covers
+        if op.form.startswith("st") and op.dst == 10:
+            suffix = op.form[3:] if op.form.startswith("stx") else op.form[2:]
+            size = {"b": 1, "h": 2, "w": 4, "dw": 8}[suffix]
+            for k in [k for k in known if k < op.off + size and op.off < k + 8]:
+                del known[k]
+        for k in [k for k, r in known.items() if r in written]:
+            del known[k]
+        if op.form.startswith("call"):
+            known.clear()  # helpers may write the stack through pointers
+        if op.form == "stxdw" and op.dst == 10:
+            known[op.off] = op.src
+        elif op.form == "ldxdw" and op.src == 10:
+            known[op.off] = op.dst
+        out.append(op)
+    return _dead_spill_stores(out)
 
 
-def _key(op: Op) -> tuple:
-    return (op.form, op.dst, op.src, op.off, op.imm, op.imm2, op.ref)
+def _dead_spill_stores(items: list[Item]) -> list[Item]:
+    """Drop ``*(u64 *)(r10 + X) = r`` when the same block stores to X again before anything reads memory."""
+    drop: set[int] = set()
+    pending: dict[int, int] = {}  # slot -> index of the last store not yet read
+    for i, it in enumerate(items):
+        if isinstance(it, Label) or (isinstance(it, Op) and (is_jump(it) or it.form in ("exit", "may_goto"))) or \
+                (isinstance(it, Op) and (it.form.startswith(("call", "atomic")) or
+                                         (it.form.startswith("ldx") and it.src != 10))):
+            pending.clear()
+            continue
+        op = it
+        if op.form.startswith("ldx") and op.src == 10:
+            for k in [k for k in pending if k < op.off + 8 and op.off < k + 8]:
+                del pending[k]
+            continue
+        if op.form == "stxdw" and op.dst == 10 and op.meta.get("spill"):
+            if op.off in pending:
+                drop.add(pending[op.off])
+            pending[op.off] = i
+        elif op.form.startswith("st") and op.dst == 10:
+            for k in [k for k in pending if k < op.off + 8 and op.off < k + 8]:
+                del pending[k]
+    return [it for i, it in enumerate(items) if i not in drop]
+
+
+def _key(op: Op, where: dict[str, int] | None = None) -> tuple:
+    ref = op.ref
+    if isinstance(ref, Label) and where is not None and ref.name in where:
+        ref = ("at", where[ref.name])  # two labels at one place are the same target
+    return (op.form, op.dst, op.src, op.off, op.imm, op.imm2, ref)
 
 
 def cross_jump(items: list[Item], min_len: int = 4) -> list[Item]:
@@ -71,17 +141,45 @@ def cross_jump(items: list[Item], min_len: int = 4) -> list[Item]:
                 while i >= 0:
                     x = items[i]
                     if isinstance(x, Op):
-                        if is_jump(x) or x.form in ("exit", "may_goto"):
-                            break
+                        if x.form in ("ja", "gotol", "exit", "may_goto"):
+                            break  # conditional jumps fall through: they may be part of a shared tail
                         run.append(i)
                     i -= 1
                 tails.append(run[::-1])
+        where: dict[str, int] = {}
+        for i, it in enumerate(items):
+            if isinstance(it, Label):
+                j = i
+                while j < len(items) and isinstance(items[j], Label):
+                    j += 1
+                where[it.name] = j
+        keys = [_key(it, where) if isinstance(it, Op) else None for it in items]
+
+        def tail_keys(t: list[int], keys: list[Any] = keys) -> list[Any]:
+            """Keys of a tail's ops, with jumps into the tail itself written relative to its end."""
+            from_end = {idx: len(t) - 1 - n for n, idx in enumerate(t)}
+            out = []
+            for idx in t:
+                k = keys[idx]
+                ref = k[-1] if k else None
+                if isinstance(ref, tuple) and ref and ref[0] == "at" and ref[1] in from_end:
+                    k = k[:-1] + (("rel", from_end[ref[1]]),)
+                out.append(k)
+            return out
+
+        tkeys = [tail_keys(t) for t in tails]
         best: tuple[int, list[int], list[int]] | None = None
         for bi, b in enumerate(tails):
-            for a in tails[:bi]:
+            kb = tkeys[bi]
+            for ai, a in enumerate(tails[:bi]):
+                ka = tkeys[ai]
                 k = 0
-                while k < len(a) and k < len(b) and _key(items[a[-1 - k]]) == _key(items[b[-1 - k]]):  # type: ignore[arg-type]
+                while k < len(a) and k < len(b) and ka[-1 - k] == kb[-1 - k]:
                     k += 1
+                # a relative jump must land inside the merged part
+                while k and any(isinstance(x[-1], tuple) and x[-1] and x[-1][0] == "rel" and x[-1][1] >= k
+                                for x in kb[len(kb) - k:]):
+                    k -= 1
                 if k >= min_len and (best is None or k > best[0]):
                     best = (k, a[-k:], b[-k:])
         if best is None:

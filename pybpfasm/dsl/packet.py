@@ -160,9 +160,11 @@ class PacketHas(Cond):
         """Emit the check of one base: jump to ``fail`` if short (or to ``success`` if it fits)."""
         b = current()
         ptr = self._materialize(base, fail)
-        t = b.vreg()
-        b.emit("mov64_x", t, ptr)
-        b.emit("add64_k", t, imm=end)
+        t = ptr
+        if end:
+            t = b.vreg()
+            b.emit("mov64_x", t, ptr)
+            b.emit("add64_k", t, imm=end)
         if success is not None:
             b.emit("jle_x", t, self.packet.data_end, ref=success)
         else:

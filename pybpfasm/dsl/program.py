@@ -27,6 +27,12 @@ from .regalloc import allocate
 class Compiled:
     items: list[Instruction | Label]
     maps: list[Any] = field(default_factory=list)
+    # (name, params [(name, "ctx"|"u64")], global?, entry label or None for the main function)
+    functions: list[tuple[str, list[tuple[str, str]], bool, Label | None]] = field(default_factory=list)
+
+    @property
+    def has_global_functions(self) -> bool:
+        return any(g for _, _, g, _ in self.functions)
 
     @property
     def instructions(self) -> list[Instruction]:
@@ -35,7 +41,7 @@ class Compiled:
 
 
 def _lower(fn: Function) -> list[Instruction | Label]:
-    items = allocate(fn.items, fn.vreg, lambda: fn.alloc(8, 8))
+    items = allocate(fn.items, fn.vreg, lambda: fn.alloc(8, 8), fn.loops)
     items = optimize(items)
     out: list[Instruction | Label] = []
     for it in items:
@@ -119,11 +125,15 @@ class XdpProgram:
             if not f.is_main:
                 items.append(f.entry)  # type: ignore[attr-defined]
             items.extend(_lower(f))
+        funcs: list[tuple[str, list[tuple[str, str]], bool, Label | None]] = [
+            (self.name, [("ctx", "ctx")], True, None)]
+        for sp, label in b.subprogs.items():
+            funcs.append((sp.name, [(p, "ctx" if p == "pkt" else "u64") for p in sp.params], sp.is_global, label))
         maps: list[Any] = []
         for it in items:
             if isinstance(it, Instruction) and isinstance(it.ref, MapRef) and all(it.ref.map is not m for m in maps):
                 maps.append(it.ref.map)
-        return Compiled(items, maps)
+        return Compiled(items, maps, funcs)
 
     # -- loading
     def load(self, **kw: Any) -> Any:
@@ -131,7 +141,40 @@ class XdpProgram:
         from ..program import Program
         kw.setdefault("name", self.name)
         kw.setdefault("license", self.license)
+        if self.compile().has_global_functions:
+            return self._load_with_btf(**kw)
         return Program.load(self.items, prog_type=self.prog_type, **kw)
+
+    def _load_with_btf(self, name: str, license: str, log_level: int = 0, log_size: int = 0,  # noqa: A002
+                       **_: Any) -> Any:
+        """Global functions need BTF FUNC records and func_info: build both and load directly."""
+        from ..program import Program, VerifierError, prepare
+        from ..syscall import BPFError, ProgType, btf_load, prog_load
+        from .btf import LINKAGE_GLOBAL, LINKAGE_STATIC, FuncDecl, build
+        compiled = self.compile()
+        final, used = prepare(compiled.items)
+        entries: dict[str, int] = {}
+        slot = 0
+        for it in compiled.items:
+            if isinstance(it, Label):
+                entries[it.name] = slot
+            else:
+                slot += it.slots
+        decls = [FuncDecl(fname, params, LINKAGE_GLOBAL if glob else LINKAGE_STATIC,
+                          0 if label is None else entries[label.name])
+                 for fname, params, glob, label in compiled.functions]
+        blob, func_info = build(decls)
+        btf = btf_load(blob, log_level=1, log_size=1 << 16)
+        from ..isa import encode_program
+        size = log_size or (1 << 20)
+        try:
+            res = prog_load(ProgType.XDP, encode_program(final), license, name=name, log_level=log_level or 1,
+                            log_size=size, prog_btf_fd=int(btf.fd), func_info=func_info, func_info_rec_size=8)
+        except BPFError as exc:
+            raise VerifierError(name, getattr(exc, "log", "") or str(exc), exc.errno, final) from None
+        finally:
+            btf.fd.close()
+        return Program(res.fd, name=name, prog_type=ProgType.XDP, insns=final, maps=used, log=res.log)
 
 
 def _def_loc(fn: Any) -> SourceLoc:

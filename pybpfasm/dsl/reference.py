@@ -22,7 +22,6 @@ from . import (
     XDP_DROP,
     XDP_PASS,
     All,
-    Any as AnyOf,
     Break,
     Else,
     If,
@@ -31,11 +30,15 @@ from . import (
     Var,
     add,
     bpf,
+    global_func,
     lookup,
     redirect_map,
     reserve,
     subprog,
     xdp,
+)
+from . import (
+    Any as AnyOf,
 )
 
 MAX_GREC = 32
@@ -64,10 +67,18 @@ class Counter(Struct):
 
 
 def downstream_program(events: Any, stats: Any, max_grec: int = MAX_GREC, max_words: int = MAX_IGMP_WORDS,
-                       converge: bool = False) -> Any:
-    """IGMP validation + one ring-buffer event per message / group record (downstream.bpf.c)."""
+                       converge: bool | None = None, global_emit: bool = True,
+                       record_converge: bool | None = None) -> Any:
+    """IGMP validation + one ring-buffer event per message / group record (downstream.bpf.c).
 
-    @subprog
+    ``emit`` is a global function as in the C (verified once); the checksum loop
+    converges with may_goto, the record loop is left to the verifier to unroll
+    (cheap, since each iteration only calls the already-verified ``emit``) unless
+    ``record_converge`` says otherwise or ``emit`` is static.
+    """
+    if record_converge is None:
+        record_converge = False if global_emit else converge
+
     def emit(pkt, host: be32, group: be32, kind: u32, srcs_off: u32):
         nsrcs = kind & 0xFFFF
         with reserve(events, Event) as e:
@@ -85,6 +96,8 @@ def downstream_program(events: Any, stats: Any, max_grec: int = MAX_GREC, max_wo
             add(stats, DN_EVENTS_LOST)
             Return(0)
         Return(1)
+
+    emit = (global_func if global_emit else subprog)(emit)
 
     @xdp(name="xdp_downstream")
     def downstream(pkt):
@@ -111,8 +124,7 @@ def downstream_program(events: Any, stats: Any, max_grec: int = MAX_GREC, max_wo
         pkt.ensure(igmp, otherwise=malformed)
         # one's-complement sum of 32-bit words, folded at the end (same result as 16-bit words)
         total = Var(u64, 0)
-        for i in Range(max_words, converge=converge):
-            off = i * 4
+        for off in Range(0, max_words * 4, 4, converge=converge):
             with If(off >= length):
                 Break()
             w = igmp.at(off, u32)
@@ -135,7 +147,7 @@ def downstream_program(events: Any, stats: Any, max_grec: int = MAX_GREC, max_wo
         ngrec = hdr.ngrec.value()
         saddr = ip.saddr
         rec_off = Var(u32, 8)
-        for r in Range(max_grec, converge=converge):
+        for r in Range(max_grec, converge=record_converge):
             with If(r >= ngrec):
                 Break()
             with If(rec_off > length - 8):

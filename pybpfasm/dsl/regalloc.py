@@ -126,16 +126,49 @@ class _UF:
         return r
 
 
-def allocate(items: list[Item], new_vreg: Callable[[], int], alloc_slot: Callable[[], int]) -> list[Item]:
-    """Return ``items`` with every virtual register replaced by r0..r9 (spilling as needed)."""
+def allocate(items: list[Item], new_vreg: Callable[[], int], alloc_slot: Callable[[], int],
+             loops: list[tuple[str, str]] | None = None) -> list[Item]:
+    """Return ``items`` with every virtual register replaced by r0..r9 (spilling as needed).
+
+    ``loops`` are (body label, exit label) pairs of the function's Range loops: a
+    spilled value used but not changed inside a loop without calls is reloaded once
+    before the loop instead of at every use in it (live-range splitting where it pays).
+    """
     no_spill: set[int] = set()
+    split_made: set[int] = set()
     for _round in range(50):
         items = eliminate_dead(items)
         colors, spills = _try_color(items, no_spill)
         if not spills:
             return _rewrite(items, colors)
-        items = _spill(items, spills, new_vreg, alloc_slot, no_spill)
+        items = _spill(items, spills, new_vreg, alloc_slot, no_spill, loops or [], split_made)
     raise RuntimeError("register allocation did not converge")
+
+
+def _loop_regions(items: list[Item], loops: list[tuple[str, str]]) -> list[tuple[int, int]]:
+    """Item index ranges [body label, exit label) of the loops, outermost first."""
+    pos = {it.name: i for i, it in enumerate(items) if isinstance(it, Label)}
+    out = [(pos[body], pos[exit_]) for body, exit_ in loops
+           if body in pos and exit_ in pos and pos[body] < pos[exit_]]
+    out.sort(key=lambda r: r[0] - r[1])  # largest first
+    return out
+
+
+def _live_after_calls(items: list[Item]) -> dict[int, set[int]]:
+    """Item index of each call -> registers live right after it."""
+    bl = Blocks(items)
+    live_out = bl.liveness()
+    index = {id(it): i for i, it in enumerate(items)}
+    out: dict[int, set[int]] = {}
+    for b, lo in zip(bl.blocks, live_out):
+        live = set(lo)
+        for op in reversed(b):
+            if op.form.startswith("call"):
+                out[index[id(op)]] = set(live)
+            d, u = defs_uses(op)
+            live.difference_update(d)
+            live.update(u)
+    return out
 
 
 def _try_color(items: list[Item], no_spill: set[int]) -> tuple[dict[int, int], dict[int, int]]:
@@ -229,26 +262,41 @@ def _try_color(items: list[Item], no_spill: set[int]) -> tuple[dict[int, int], d
     for a, b in moves:
         members.setdefault(uf.find(a), []).append(uf.find(b))
         members.setdefault(uf.find(b), []).append(uf.find(a))
-    color: dict[int, int] = {r: r for r in range(K)}
-    spills: set[int] = set()
-    while stack:
-        n = stack.pop()
-        taken = {color[m] for m in adj[n] if m in color}
-        choice = None
-        for partner in members.get(n, ()):
-            c = color.get(partner)
-            if c is not None and c not in taken:
-                choice = c
-                break
-        if choice is None:
-            for c in _ORDER:
-                if c not in taken:
+
+    def select(order: list[int]) -> tuple[dict[int, int], set[int]]:
+        color: dict[int, int] = {r: r for r in range(K)}
+        spills: set[int] = set()
+        for n in order:
+            taken = {color[m] for m in adj[n] if m in color}
+            choice = None
+            for partner in members.get(n, ()):
+                c = color.get(partner)
+                if c is not None and c not in taken:
                     choice = c
                     break
-        if choice is None:
-            spills.add(n)
-        else:
-            color[n] = choice
+            if choice is None:
+                for c in _ORDER:
+                    if c not in taken:
+                        choice = c
+                        break
+            if choice is None:
+                spills.add(n)
+            else:
+                color[n] = choice
+        return color, spills
+
+    color, spills = select(stack[::-1])
+    if spills:
+        # Chaitin's optimistic order spilled something: also try priority order (Chow-Hennessy:
+        # the most used per interference first) and keep whichever spills less weighted use.
+        prio = sorted(nodes, key=lambda n: (n in no_spill, class_cost.get(n, 0) / (1 + len(adj[n]))), reverse=True)
+        color2, spills2 = select(prio)
+
+        def cost(sp: set[int]) -> int:
+            return sum(class_cost.get(n, 0) for n in sp)
+
+        if cost(spills2) < cost(spills):
+            color, spills = color2, spills2
     if spills:
         # spill every original vreg merged into an uncoloured representative (one slot per class)
         out: dict[int, int] = {}
@@ -279,24 +327,113 @@ def _rewrite(items: list[Item], colors: dict[int, int]) -> list[Item]:
 
 
 def _spill(items: list[Item], spills: dict[int, int], new_vreg: Callable[[], int], alloc_slot: Callable[[], int],
-           no_spill: set[int]) -> list[Item]:
+           no_spill: set[int], loops: list[tuple[str, str]], split_made: set[int]) -> list[Item]:
     class_slot: dict[int, int] = {}
     slots: dict[int, int] = {}
     for v, rep in spills.items():
         if rep not in class_slot:
             class_slot[rep] = alloc_slot()
         slots[v] = class_slot[rep]
+    # Prefix splitting: before the first call the value must survive, it can live in a register
+    # of its own (the code before that call is where the common fast paths usually are).
+    live_after = _live_after_calls(items)
+    cut: dict[int, int] = {}  # slot -> index of the first call with the class live after it
+    for ci in sorted(live_after):
+        for v in live_after[ci]:
+            if v in slots:
+                cut.setdefault(slots[v], ci)
+    label_pos = {it.name: i for i, it in enumerate(items) if isinstance(it, Label)}
+    back_edges = [(label_pos[it.ref.name], j) for j, it in enumerate(items)
+                  if isinstance(it, Op) and isinstance(it.ref, Label) and it.ref.name in label_pos
+                  and label_pos[it.ref.name] < j]
+    prefix: dict[int, int] = {}  # slot -> new vreg used before the cut
+    for slot in set(slots.values()):
+        c = cut.get(slot, len(items))
+        while True:  # a cut inside a loop moves to the loop's start
+            spanning = [t for t, j in back_edges if t < c <= j]
+            if not spanning:
+                break
+            c = min(spanning)
+        cut[slot] = c
+        members = [v for v, sl in slots.items() if sl == slot]
+        if any(v in split_made for v in members):
+            continue
+        if any(isinstance(it, Op) and any(x in members for x in defs_uses(it)[0] + defs_uses(it)[1])
+               for it in items[:c]):
+            t = new_vreg()
+            split_made.add(t)
+            prefix[slot] = t
+    # Loop splitting: (region, class) -> vreg holding the class's value throughout that loop.
+    regions = _loop_regions(items, loops)
+    region_of: dict[int, tuple[int, int]] = {}
+    for a, b in regions:
+        for i in range(a, b):
+            region_of.setdefault(i, (a, b))
+    defined_in: set[tuple[tuple[int, int], int]] = set()
+    # a value live across a call inside the loop would need a callee-saved register there: not worth it
+    for ci, live in _live_after_calls(items).items():
+        if ci in region_of:
+            for v in live:
+                if v in slots:
+                    defined_in.add((region_of[ci], slots[v]))
+    for (a, b) in regions:  # before the cut the prefix register serves the loop already
+        for slot in prefix:
+            if a < cut.get(slot, len(items)):
+                defined_in.add(((a, b), slot))
+    used_in: set[tuple[tuple[int, int], int]] = set()
+    for i, it in enumerate(items):
+        if isinstance(it, Op) and i in region_of:
+            d, u = defs_uses(it)
+            for v in d:
+                if v in slots:
+                    defined_in.add((region_of[i], slots[v]))
+            for v in u:
+                if v in slots and v not in split_made:
+                    used_in.add((region_of[i], slots[v]))
+    split: dict[tuple[tuple[int, int], int], int] = {}
+    for key in used_in - defined_in:
+        t = new_vreg()
+        split_made.add(t)
+        split[key] = t
+    preload: dict[int, list[tuple[int, int]]] = {}
+    for (region, slot), t in split.items():
+        preload.setdefault(region[0], []).append((t, slot))
     out: list[Item] = []
-    for it in items:
+    for i, it in enumerate(items):
+        for t, slot in preload.get(i, ()):
+            out.append(Op("ldxdw", t, R10, slot, meta={"depth": 0}))
         if isinstance(it, Label):
             out.append(it)
             continue
+        pre = {v: prefix[slots[v]] for v in set(defs_uses(it)[0]) | set(defs_uses(it)[1])
+               if v in slots and slots[v] in prefix and i < cut.get(slots[v], len(items))}
+        if pre:
+            it = Op(it.form, pre.get(it.dst, it.dst), pre.get(it.src, it.src), it.off, it.imm, it.imm2,
+                    it.ref, it.source, it.nargs, it.meta)
+            stores = [(pre[v], slots[v]) for v in defs_uses(items[i])[0] if v in pre]  # type: ignore[arg-type]
+            d, u = defs_uses(it)
+            if not any(v in slots for v in set(d) | set(u)):
+                out.append(it)
+                out.extend(Op("stxdw", R10, t, sl, source=it.source, meta={"spill": True}) for t, sl in stores)
+                continue
+            # (an op mixing a prefix-split class with another spilled class: handled below, then stored)
+            pending_stores = stores
+        else:
+            pending_stores = []
+        if i in region_of:
+            region = region_of[i]
+            renamed = {v: split[(region, slots[v])] for v in defs_uses(it)[1]
+                       if v in slots and (region, slots[v]) in split}
+            if renamed:
+                it = Op(it.form, renamed.get(it.dst, it.dst), renamed.get(it.src, it.src), it.off, it.imm, it.imm2,
+                        it.ref, it.source, it.nargs, it.meta)
         d, u = defs_uses(it)
         touched = [v for v in set(d) | set(u) if v in slots]
         if is_move(it) and it.dst in slots and it.src in slots and slots[it.dst] == slots[it.src]:
             continue  # a copy within one spilled class
         if not touched:
             out.append(it)
+            out.extend(Op("stxdw", R10, t, sl, source=it.source, meta={"spill": True}) for t, sl in pending_stores)
             continue
         repl: dict[int, int] = {}
         for v in touched:
@@ -310,5 +447,6 @@ def _spill(items: list[Item], spills: dict[int, int], new_vreg: Callable[[], int
         out.append(new)
         for v in touched:
             if v in d:
-                out.append(Op("stxdw", R10, repl[v], slots[v], source=it.source))
+                out.append(Op("stxdw", R10, repl[v], slots[v], source=it.source, meta={"spill": True}))
+        out.extend(Op("stxdw", R10, t, sl, source=it.source, meta={"spill": True}) for t, sl in pending_stores)
     return out

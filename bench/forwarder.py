@@ -36,6 +36,7 @@ from pybpfasm.ringbuf import RingBuffer  # noqa: E402
 
 REFERENCE_DIR = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "reference"))
 SO_TIMESTAMPNS = 35
+PACE = 50e-6  # seconds between data packets of the latency stream
 
 
 # ---------------------------------------------------------------------- packets
@@ -135,10 +136,12 @@ def bench_programs(ref_dir: str, repeat: int, rounds: int) -> None:
         print(f"{'packet':<30}" + "".join(f"{s.name:>18}" for s in sides) + f"{'ratio':>8}")
         for label, data in packets.items():
             which = "up" if label.startswith("up") else "down"
-            if which == "down" and "+grp" in sides[-1].name:
-                cols = [s.ns_per_packet(s.down, data, repeat, rounds) for s in sides[:2]] + [float("nan")]
-            else:
-                cols = [s.ns_per_packet(getattr(s, which), data, repeat, rounds) for s in sides]
+            active = sides[:2] if which == "down" else sides  # the +grp variant differs upstream only
+            best = [float("inf")] * len(active)
+            for _ in range(rounds):  # interleaved, so machine noise hits every side alike
+                for i, s in enumerate(active):
+                    best[i] = min(best[i], s.ns_per_packet(getattr(s, which), data, repeat, 1))
+            cols = best + [float("nan")] * (len(sides) - len(active))
             ratio = cols[1] / cols[0] if cols[0] else float("nan")
             print(f"{label:<30}" + "".join(f"{c:>18.0f}" for c in cols) + f"{ratio:>8.2f}")
         print("ratio = pybpfasm (same work as the reference: global counters only) / clang")
@@ -186,8 +189,9 @@ def bench_controller(rounds: int) -> None:
 
     ctl = Controller(FakeInstance(), any_port=True)  # type: ignore[arg-type]
     print("\n== controller: ring buffer drained, decoded and applied ==")
-    cases = [("IGMPv2 reports (steady state)", packets["down: IGMPv2 report"], 1, 40000),
-             ("IGMPv3 8-record reports", packets["down: IGMPv3 8 records"], 8, 5000)]
+    # a 1 MiB ring holds 16384 events (52 bytes + 8 header -> 64): stay below
+    cases = [("IGMPv2 reports (steady state)", packets["down: IGMPv2 report"], 1, 15000),
+             ("IGMPv3 8-record reports", packets["down: IGMPv3 8 records"], 8, 1800)]
     try:
         for label, data, per, repeat in cases:
             total_events = 0
@@ -222,8 +226,8 @@ def bench_controller(rounds: int) -> None:
                 spent += time.perf_counter() - t0
         print(f"  {'every event changes a devmap':<34} {events / spent:>12,.0f} events/s "
               f"(group create/delete: map syscalls)")
-        fmt = struct.Struct("=I4s4sBBH")
-        prog.test_run(packets["down: IGMPv2 report"], repeat=40000)
+        from programs.events import RECORD as fmt
+        prog.test_run(packets["down: IGMPv2 report"], repeat=15000)
         t0 = time.perf_counter()
         got = ctl.ring.decode(fmt)
         dt = time.perf_counter() - t0
@@ -238,7 +242,7 @@ def bench_controller(rounds: int) -> None:
 # ---------------------------------------------------------------------- join-to-forward latency
 
 def _blast(ns: str, group: str, stop_at: float) -> None:
-    """Send to ``group`` as fast as a small loop can (own process: no GIL contention)."""
+    """Stream to ``group`` (own process: no GIL contention with the controller)."""
     from pybpfasm import netlab
 
     with netlab.enter_netns(ns):
@@ -246,12 +250,12 @@ def _blast(ns: str, group: str, stop_at: float) -> None:
     s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 4)
     payload = b"x" * 32
     dest = (group, 5001)
-    while time.time() < stop_at:
-        for _ in range(64):
-            try:
-                s.sendto(payload, dest)
-            except OSError:
-                pass
+    while time.time() < stop_at:  # ~10-15k packets/s: the first packet after a join comes within ~100 us
+        try:
+            s.sendto(payload, dest)
+        except OSError:
+            pass
+        time.sleep(PACE)
 
 
 def _ts(ancdata: list) -> float | None:
@@ -300,16 +304,18 @@ def bench_latency(samples: int, mode: str) -> None:
         blaster.start()
         lat: list[float] = []
         for i in range(samples):
+            cap.setblocking(False)
             for _ in range(100000):  # forget captured packets from before
                 try:
-                    cap.recv(65536, socket.MSG_DONTWAIT)
-                except (BlockingIOError, TimeoutError):
+                    cap.recv(65536)
+                except BlockingIOError:
                     break
             else:
                 raise RuntimeError(f"sample {i}: traffic still flowing to the receiver after its leave: "
                                    f"{ctl.sync.kernel_view()} {ctl.membership.groups()}")
             sock = host.join(group)
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            cap.settimeout(2.0)
             t_report = None
             while t_report is None:  # the report leaving the host = arriving at the downstream port
                 data, anc, _, _ = cap.recvmsg(2048, 256)
@@ -350,7 +356,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--reference-dir", default=REFERENCE_DIR)
     p.add_argument("--repeat", type=int, default=2000)
-    p.add_argument("--rounds", type=int, default=9)
+    p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--samples", type=int, default=100)
     p.add_argument("--mode", default="native", choices=("native", "generic"))
     p.add_argument("--skip-latency", action="store_true")

@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 
 from examples import ExampleError, ip, ip_str, mac
-from pybpfasm.dsl import XDP_PASS, XDP_TX, Any, If, Return, csum_diff, lookup, xdp
+from pybpfasm.dsl import XDP_PASS, XDP_TX, Any, If, Return, csum_diff, csum_fold, lookup, xdp
 from pybpfasm.headers import ETH_P_IP, IPPROTO_ICMP, Ethernet, IPv4
-from pybpfasm.layout import Bytes, Struct, be32, u16, u32
+from pybpfasm.layout import Bytes, Struct, be32, u32
 from pybpfasm.maps import ArrayMap
 
 LB_IP = ip("192.168.1.2")
@@ -32,12 +32,6 @@ backend_map[0] = Backend(ip=ip("192.168.1.3"), mac=mac("52:54:00:ff:ff:55"))
 backend_map[1] = Backend(ip=ip("192.168.1.4"), mac=mac("52:54:00:5d:6e:a1"))
 
 
-def csum_fold(csum):
-    for _ in range(2):                       # add the carries back into 16 bits
-        csum = (csum & 0xFFFF) + (csum >> 16)
-    return ~csum & 0xFFFF
-
-
 @xdp
 def icmp_lb(pkt):
     eth, iph = pkt.headers(Ethernet, IPv4)
@@ -52,9 +46,8 @@ def icmp_lb(pkt):
     with If(be.is_null()):
         Return(XDP_PASS)
     iph.daddr = be.ip
-    check = iph.at(IPv4.offset_of("check"), u16)      # raw: csum_diff sums in memory byte order
-    check.set(0)
-    check.set(csum_fold(csum_diff(0, 0, iph, IPv4.size).u32()))
+    iph.check = 0
+    iph.check = csum_fold(csum_diff(0, 0, iph, IPv4.size))   # folded sum, stored as is (memory order)
     eth.dst = be.mac
     return XDP_TX
 

@@ -21,7 +21,7 @@ class PacketEvent(Struct):
     dst_port = be16
     pkt_len = u16
     proto = u8
-    pad1 = u8
+    _pad = u8        # padding: the DSL zeroes it in every reserved record
 
 
 events = RingBuf(max_entries=1 << 16, name="events")
@@ -36,7 +36,7 @@ def mytcpdump(pkt):
     tcp, udp = ip.at(l4, TCP), ip.at(l4, UDP)
     with reserve(events, PacketEvent) as e:
         e.src_ip, e.dst_ip, e.pkt_len, e.proto = ip.saddr, ip.daddr, ip.tot_len, proto
-        e.src_port = e.dst_port = e.pad1 = 0
+        e.src_port = e.dst_port = 0
         with If((proto == IPPROTO_TCP) & pkt.has(tcp)):
             e.src_port, e.dst_port = tcp.sport, tcp.dport
         with Elif((proto == IPPROTO_UDP) & pkt.has(udp)):

@@ -16,7 +16,7 @@ def packet_inspect(pkt):
     eth, ip = pkt.headers(Ethernet, IPv4)              # short frame: XDP_PASS
     with If(eth.proto != ETH_P_IP):
         Return(XDP_PASS)
-    saddr, daddr = ip.addr + IPv4.offset_of("saddr"), ip.addr + IPv4.offset_of("daddr")  # %pI4 takes pointers
+    saddr, daddr = ip.field_view("saddr"), ip.field_view("daddr")   # %pI4 takes pointers: pass the fields
     trace_printk("src: %pI4 dst: %pI4 proto: %d\n", saddr, daddr, ip.protocol)
     return XDP_PASS
 

@@ -18,7 +18,7 @@ import os
 import socket
 from collections.abc import Callable
 
-from programs.events import HEADER
+from programs.events import RECORD, Reassembler
 from pybpfasm.ringbuf import RingBuffer
 
 from .devmaps import DevmapSync
@@ -28,17 +28,14 @@ from .membership import Membership, PortChange
 Logger = Callable[[str], None]
 
 
-def _split_sources(raw: bytes) -> tuple[bytes, ...]:
-    return tuple(raw[i:i + 4] for i in range(0, len(raw), 4))
-
-
 class Controller:
     def __init__(self, instance: Instance, *, log: Logger | None = None, any_port: bool = False):
         self.instance = instance
         self.log = log
         self.ring = RingBuffer(instance.maps["events"])
         self.sync = DevmapSync(instance.maps["groups"], instance.maps.get("group_stats"))
-        self.membership = Membership(on_host_change=instance.persist_host)
+        self._host_changes: list[tuple] = []  # persisted after the devmaps are updated (off the join path)
+        self.membership = Membership(on_host_change=lambda *change: self._host_changes.append(change))
         self.ports = instance.downstream_ports()
         self.any_port = any_port  # accept events from any ifindex (benchmarks through BPF_PROG_TEST_RUN)
         self.events = 0
@@ -48,32 +45,43 @@ class Controller:
         self.adopted_hosts = instance.load_membership(self.membership)
         self.sync.reconcile(self.membership.groups())
         self._batch: list[tuple] = []
+        self.reassembler = Reassembler()
         self._stopping = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.ring.watch(self._wake_r)
 
     # ------------------------------------------------------------ event handling
-    def _with_sources(self, record: memoryview) -> None:
-        head = HEADER.unpack_from(record, 0)
-        self._batch.append((*head, bytes(record[16:16 + 4 * head[5]])))
+    def _odd_record(self, record: memoryview) -> None:
+        self.ignored += 1  # not an IgmpEvent (another program sharing the ring?): skip
 
     def process(self) -> int:
-        """Drain the ring buffer and apply every event; returns the number of events."""
+        """Drain the ring buffer and apply every event; returns the number of records."""
         batch = self._batch
         batch.clear()
-        self.ring.decode(HEADER, batch, on_other=self._with_sources)
+        self.ring.decode(RECORD, batch, on_other=self._odd_record)
         if not batch:
             return 0
-        apply, ports, any_port = self.membership.apply, self.ports, self.any_port
+        apply, ports, any_port, feed = self.membership.apply, self.ports, self.any_port, self.reassembler.feed
         with self.sync.batch():  # group creations/removals: one outer-map write each way per batch
             for t in batch:
                 port = t[0]
                 if not any_port and port not in ports:
                     self.ignored += 1
                     continue
-                change = apply(port, t[1], t[2], t[3], t[4], _split_sources(t[6]) if len(t) == 7 else ())
+                if t[7] or t[5]:  # carries sources (maybe one chunk of a longer record)
+                    whole = feed(t)
+                    if whole is None:
+                        continue
+                    change = apply(*whole)
+                else:
+                    change = apply(port, t[1], t[2], t[3], t[4])
                 if change is not None:
                     self._change(change, t[1])
+        if self._host_changes:
+            persist = self.instance.persist_host
+            for change in self._host_changes:
+                persist(*change)
+            self._host_changes.clear()
         n = len(batch)
         self.events += n
         return n
@@ -91,6 +99,7 @@ class Controller:
     def run(self) -> None:
         """Process events until ``stop()``; epoll wakes us for records or for the stop, never a timer."""
         while not self._stopping:
+            self.sync.replenish()  # idle time: make the next new group's devmap now
             self.ring.wait(None)
             self.process()
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from programs import downstream, upstream
-from programs.events import MAX_GROUPS, MAX_PORTS, N_DOWNSTREAM_STATS, N_UPSTREAM_STATS, RING_SIZE
-from programs.interim import SCRATCH_SIZE
+from programs.downstream import WalkState
+from programs.events import MAX_GROUPS, MAX_PORTS, N_DOWNSTREAM_STATS, N_UPSTREAM_STATS, RING_SIZE, PacketCounter
 from pybpfasm import maps, syscall, xdp
 from pybpfasm.errors import UserError
 from pybpfasm.program import Program
@@ -40,11 +40,12 @@ def create_maps(ring_size: int = RING_SIZE) -> dict[str, maps.Map]:
     try:
         made["events"] = maps.RingBuf(max_entries=ring_size, name="events")
         made["dn_stats"] = maps.PerCpuArray(value="<Q", max_entries=N_DOWNSTREAM_STATS, name="dn_stats")
-        made["up_stats"] = maps.PerCpuArray(value=16, max_entries=N_UPSTREAM_STATS, name="up_stats")
-        made["scratch"] = maps.PerCpuArray(value=SCRATCH_SIZE, max_entries=1, name="scratch")
+        made["up_stats"] = maps.PerCpuArray(value=PacketCounter, max_entries=N_UPSTREAM_STATS, name="up_stats")
+        made["scratch"] = maps.PerCpuArray(value=WalkState, max_entries=1, name="scratch")
         with maps.DevMapHash(max_entries=MAX_PORTS, name="ports_tmpl") as template:
             made["groups"] = maps.HashOfMaps(inner=template, key=4, max_entries=MAX_GROUPS, name="groups")
-        made["group_stats"] = maps.PerCpuHash(key=4, value=16, max_entries=MAX_GROUPS, name="group_stats")
+        made["group_stats"] = maps.PerCpuHash(key=4, value=PacketCounter, max_entries=MAX_GROUPS,
+                                              name="group_stats")
         made["members"] = maps.HashMap(key=MEMBER_KEY.size, value="<I", max_entries=MAX_MEMBERS, name="members")
         made["sources"] = maps.HashMap(key=SOURCE_KEY.size, value="<I", max_entries=MAX_SOURCES, name="sources")
     except BaseException:
@@ -57,8 +58,8 @@ def create_maps(ring_size: int = RING_SIZE) -> dict[str, maps.Map]:
 MAP_NAMES = ("events", "dn_stats", "up_stats", "scratch", "groups", "group_stats", "members", "sources")
 # key/value codecs to re-open pinned maps with (None: the map class default)
 MAP_CODECS: dict[str, tuple[Any, Any]] = {
-    "events": (None, None), "dn_stats": (None, "<Q"), "up_stats": (None, 16), "scratch": (None, SCRATCH_SIZE),
-    "groups": (4, None), "group_stats": (4, 16), "members": (MEMBER_KEY.size, "<I"),
+    "events": (None, None), "dn_stats": (None, "<Q"), "up_stats": (None, PacketCounter), "scratch": (None, WalkState),
+    "groups": (4, None), "group_stats": (4, PacketCounter), "members": (MEMBER_KEY.size, "<I"),
     "sources": (SOURCE_KEY.size, "<I"),
 }
 

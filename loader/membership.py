@@ -33,11 +33,13 @@ EXCLUDE = 2
 
 # (port, group, joined: bool)
 PortChange = tuple[int, bytes, bool]
+_ASM_JOINS = frozenset((IgmpType.V1_REPORT, IgmpType.V2_REPORT))
+_EXCLUDE_RECORDS = frozenset((RecordType.MODE_IS_EXCLUDE, RecordType.CHANGE_TO_EXCLUDE))
 
 
 def is_snoopable(group: bytes) -> bool:
     """224.0.0.0/4 but not the link-local 224.0.0.0/24."""
-    return len(group) == 4 and (group[0] & 0xF0) == 0xE0 and not (group[0] == 224 and group[1] == 0 and group[2] == 0)
+    return len(group) == 4 and (group[0] & 0xF0) == 0xE0 and group[:3] != b"\xe0\x00\x00"
 
 
 @dataclass
@@ -111,11 +113,14 @@ class Membership:
             return None
         if not is_snoopable(group):
             return None
-        if igmp_type in (IgmpType.V1_REPORT, IgmpType.V2_REPORT):
-            current = self._hosts.get((port, group), {}).get(host)
+        if igmp_type in _ASM_JOINS or (not sources and igmp_type == IgmpType.V3_REPORT
+                                       and record_type in _EXCLUDE_RECORDS):
+            hosts = self._hosts.get((port, group))
+            current = hosts.get(host) if hosts else None
             if current is not None and current.mode == EXCLUDE and not current.sources:
-                return None  # the common case: a repeated report
-            return self._set(port, group, host, HostState(EXCLUDE))
+                return None  # the common case: a repeated report (v1/v2, or v3 IS_EX{})
+            if igmp_type in _ASM_JOINS:
+                return self._set(port, group, host, HostState(EXCLUDE))
         if igmp_type == IgmpType.V2_LEAVE:
             return self._set(port, group, host, None)
         if igmp_type != IgmpType.V3_REPORT:

@@ -14,23 +14,45 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from pybpfasm.layout import Bytes, Struct, u8, u16, u32, u64
+from pybpfasm.layout import Bytes, Struct, be32, u8, u16, u32, u64
+
+MAX_EVENT_SOURCES = 8  # sources carried by one event; longer records are split
 
 
 class EventHeader(Struct):
-    """``struct igmp_event`` as the downstream program writes it (sources follow)."""
+    """``struct igmp_event`` as the downstream program writes it."""
 
     ifindex = u32       # downstream port the IGMP message arrived on
     host = Bytes(4)     # reporter (IP source), network order
     group = Bytes(4)    # group address, network order (0.0.0.0 in a general query)
     igmp_type = u8      # IgmpType
     record_type = u8    # RecordType for IGMPv3 records, 0 otherwise
-    nsrcs = u16         # sources following the header
+    nsrcs = u16         # sources in the whole group record
+    first = u16         # index (in the record) of this event's first source
+    count = u16         # sources carried by this event
 
 
-HEADER = struct.Struct("=I4s4sBBH")
-assert HEADER.size == EventHeader.size == 16
-MAX_EVENT_SIZE = HEADER.size + 4 * 366  # an IGMP message fits one 1500-byte frame
+class IgmpEvent(Struct):
+    """One ring-buffer record: the header and up to MAX_EVENT_SOURCES sources.
+
+    Addresses are declared be32 for the DSL program that writes them; the
+    controller reads the same bytes raw (``RECORD``) to use them as map keys.
+    """
+
+    ifindex = u32
+    host = be32
+    group = be32
+    igmp_type = u8
+    record_type = u8
+    nsrcs = u16
+    first = u16
+    count = u16
+    sources = be32[MAX_EVENT_SOURCES]
+
+
+RECORD = struct.Struct("=I4s4sBBHHH32s")  # IgmpEvent, for batch decoding
+HEADER = RECORD  # fixed-size records: the controller decodes them in one pass
+assert RECORD.size == IgmpEvent.size == 52 and EventHeader.size == 20
 
 
 class IgmpType(IntEnum):
@@ -69,14 +91,51 @@ class Event:
                 + (f" {{{srcs}}}" if srcs else ""))
 
 
-def decode_event(record: bytes | memoryview) -> Event:
-    """One ring-buffer record -> Event (sources split into 4-byte strings)."""
-    ifindex, host, group, igmp_type, record_type, nsrcs = HEADER.unpack_from(record, 0)
-    raw = bytes(record[16:16 + 4 * nsrcs])
-    if len(raw) != 4 * nsrcs:
-        raise ValueError(f"event claims {nsrcs} sources but carries {len(raw) // 4}")
-    sources = tuple(raw[i:i + 4] for i in range(0, len(raw), 4))
+def decode_event(record: bytes | memoryview | tuple) -> Event:
+    """One ring-buffer record (or its RECORD tuple) -> Event with this chunk's sources."""
+    t = record if isinstance(record, tuple) else RECORD.unpack_from(record, 0)
+    ifindex, host, group, igmp_type, record_type, nsrcs, first, count, raw = t
+    count = min(count, MAX_EVENT_SOURCES)
+    sources = tuple(raw[i:i + 4] for i in range(0, 4 * count, 4))
     return Event(ifindex, host, group, igmp_type, record_type, sources)
+
+
+class Reassembler:
+    """Joins the events of a record split over several records (nsrcs > MAX_EVENT_SOURCES).
+
+    ``feed`` returns the whole record's Event when its last chunk arrives, the
+    event itself when it was not split, None while a record is incomplete. A
+    chunk out of sequence (one was lost: ring full) drops the partial record.
+    """
+
+    def __init__(self) -> None:
+        self._partial: dict[tuple, list[bytes]] = {}
+        self.dropped = 0
+
+    def feed(self, t: tuple) -> tuple | None:
+        """``t`` a RECORD tuple; returns (ifindex, host, group, igmp_type, record_type, sources) or None."""
+        ifindex, host, group, igmp_type, record_type, nsrcs, first, count, raw = t
+        count = min(count, MAX_EVENT_SOURCES)
+        if first == 0 and count == nsrcs:
+            return ifindex, host, group, igmp_type, record_type, _split(raw, count)
+        key = (ifindex, host, group, igmp_type, record_type, nsrcs)
+        got = self._partial.get(key)
+        if first == 0:
+            got = self._partial[key] = []
+        elif got is None or len(got) != first:
+            if got is not None:
+                del self._partial[key]
+            self.dropped += 1
+            return None
+        got.extend(_split(raw, count))
+        if len(got) < nsrcs:
+            return None
+        del self._partial[key]
+        return ifindex, host, group, igmp_type, record_type, tuple(got)
+
+
+def _split(raw: bytes, count: int) -> tuple[bytes, ...]:
+    return tuple(raw[i:i + 4] for i in range(0, 4 * count, 4))
 
 
 class DownstreamStat(IntEnum):

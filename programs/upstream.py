@@ -1,8 +1,14 @@
-"""The upstream XDP program: per-group broadcast redirect of IPv4 multicast data.
+"""The upstream XDP program, in the DSL: per-group broadcast redirect of IPv4 multicast data.
 
-``build(maps, pass_unknown=False, group_counters=True)`` returns the
-instruction list to load (see ``programs.downstream`` about the DSL / interim
-versions).
+IPv4 to 224.0.0.0/4 that is not IGMP and not link-local (224.0.0.0/24) is
+looked up by group in the hash of per-group devmaps and sent with
+``bpf_redirect_map(ports, 0, BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS)`` to
+every subscribed port; an unknown group is dropped (or passed, if so built).
+Everything else passes. Global {packets, bytes} counters per outcome
+(``UpstreamStat``) and, optionally, per-group counters (``group_stats``,
+entries created by the controller with the group).
+
+``build(maps, pass_unknown=False, group_counters=True)`` returns the instructions to load.
 """
 
 from __future__ import annotations
@@ -11,14 +17,61 @@ from collections.abc import Mapping
 from typing import Any
 
 from pybpfasm import isa
+from pybpfasm.dsl import (
+    BPF_F_BROADCAST,
+    BPF_F_EXCLUDE_INGRESS,
+    XDP_DROP,
+    XDP_PASS,
+    If,
+    Return,
+    add,
+    local,
+    lookup,
+    redirect_map,
+    xdp,
+)
+from pybpfasm.dsl import Any as AnyOf
+from pybpfasm.headers import ETH_P_IP, IPPROTO_IGMP, Ethernet, IPv4
+from pybpfasm.layout import be32
 
-from . import interim
+from .downstream import resolved
+from .events import UpstreamStat
 
 MAPS = ("groups", "up_stats", "group_stats")
-IMPLEMENTATION = "interim (pybpfasm.builder)"
+IMPLEMENTATION = "DSL (pybpfasm.dsl)"
+U = UpstreamStat
+
+
+def program(groups: Any, stats: Any, group_stats: Any | None = None, *, pass_unknown: bool = False) -> Any:
+    @xdp(name="mcast_up")
+    def upstream(pkt):
+        length = pkt.len
+
+        def count(what: int) -> None:
+            add(stats, what, packets=1, bytes=length)
+
+        def passed() -> int:
+            count(U.PASSED)
+            return XDP_PASS
+
+        eth, ip = pkt.headers(Ethernet, IPv4, otherwise=passed)
+        group = ip.daddr
+        with If(AnyOf(eth.proto != ETH_P_IP, group & 0xF0000000 != 0xE0000000,
+                      ip.protocol == IPPROTO_IGMP, group & 0xFFFFFF00 == 0xE0000000)):
+            Return(passed())
+        key = local(be32, group)  # the address bytes as on the wire: the controller's key
+        ports = lookup(groups, key)
+        with If(ports.is_null()):
+            count(U.UNKNOWN_GROUP)
+            Return(XDP_PASS if pass_unknown else XDP_DROP)
+        if group_stats is not None:
+            add(group_stats, key, packets=1, bytes=length)
+        count(U.FORWARDED)
+        Return(redirect_map(ports, 0, BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS))
+
+    return upstream
 
 
 def build(maps: Mapping[str, Any], *, pass_unknown: bool = False, group_counters: bool = True) -> list[isa.Instruction]:
-    return interim.build_upstream(groups=maps["groups"], stats=maps["up_stats"],
-                                  group_stats=maps["group_stats"] if group_counters else None,
-                                  pass_unknown=pass_unknown)
+    return resolved(program(maps["groups"], maps["up_stats"], maps["group_stats"] if group_counters else None,
+                            pass_unknown=pass_unknown))

@@ -53,6 +53,18 @@ def _check_environment() -> None:
         raise UserError(f"no bpf filesystem mounted at {BPFFS} (mount -t bpf bpf {BPFFS})")
 
 
+def _is_veth(ifname: str) -> bool:
+    try:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            (link,) = ipr.get_links(ifname=ifname)
+            info = link.get_attr("IFLA_LINKINFO")
+            return bool(info) and info.get_attr("IFLA_INFO_KIND") == "veth"
+    except Exception:  # noqa: BLE001 - only a hint
+        return False
+
+
 def open_or_create(args: argparse.Namespace):  # -> (Instance, adopted: bool)
     from loader.instance import Instance, InstanceError
     from loader.pins import PinLayout
@@ -98,6 +110,10 @@ def run(args: argparse.Namespace) -> int:
              f"({modes.get(inst.upstream or '', '?')}), downstream {downs}; pinned at {inst.layout.base}")
         if adopted:
             _log(f"re-adopted {len(ctl.adopted_groups)} groups, {ctl.adopted_hosts} host memberships")
+        native_veths = [d for d in inst.downstreams if modes.get(d) == "native" and _is_veth(d)]
+        if native_veths:
+            _log(f"note: {', '.join(native_veths)} are veths in native mode: their peers need GRO on "
+                 "(ethtool -K PEER gro on) or an XDP program, or redirected frames are dropped")
         _log("controller running; Ctrl-C / SIGTERM to stop" + (" (forwarding stays: --keep)" if args.keep
                                                                  else " and unload"))
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -153,8 +153,9 @@ def test_bad_interface_name(lab, unique_name):
 
 
 def test_interface_already_carrying_xdp(lab, unique_name):
+    from test_ringbuf import Asm
+
     from loader.pins import PinLayout
-    from programs.interim import Asm
     from pybpfasm import xdp
     from pybpfasm.program import Program
 
@@ -209,3 +210,54 @@ def test_interface_names_with_dots_are_escaped(kernel, unique_name):
             again.close()
         finally:
             inst.remove()
+
+
+def test_controller_applies_split_records_through_the_real_program(kernel):
+    """A v3 record with 300 sources crosses the ring as 38 events and reaches the membership whole."""
+    import socket as so
+    import warnings
+
+    from test_downstream_oracle import frame
+
+    from loader.controller import Controller
+    from loader.instance import create_maps
+    from programs import downstream
+    from pybpfasm.program import Program
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from scapy.contrib.igmpv3 import IGMPv3gr, IGMPv3mr
+
+    m = create_maps()
+
+    class Stub:  # what the controller needs of an Instance
+        maps = m
+
+        def downstream_ports(self) -> dict[int, str]:
+            return {1: "lo"}
+
+        def persist_host(self, *change) -> None:
+            pass
+
+        def load_membership(self, membership) -> int:
+            return 0
+
+    prog = Program.load(downstream.build(m), prog_type="xdp", name="ctl_test")
+    ctl = Controller(Stub())  # type: ignore[arg-type]
+    try:
+        sources = [f"198.51.100.{i % 250}" if i < 250 else f"198.51.101.{i - 250}" for i in range(300)]
+        data = frame(bytes(IGMPv3mr(records=[IGMPv3gr(rtype=1, maddr="239.8.8.8", srcaddrs=sources)])))
+        prog.test_run(data)
+        assert ctl.process() == 38
+        state = ctl.membership.hosts(1, so.inet_aton("239.8.8.8"))[so.inet_aton("10.0.0.2")]
+        assert state.sources == {so.inet_aton(s) for s in sources}
+        assert ctl.sync.kernel_view() == {so.inet_aton("239.8.8.8"): {1}}
+        leave = frame(bytes(IGMPv3mr(records=[IGMPv3gr(rtype=3, maddr="239.8.8.8")])))
+        prog.test_run(leave)
+        assert ctl.process() == 1
+        assert ctl.sync.kernel_view() == {}
+    finally:
+        ctl.close()
+        prog.close()
+        for x in m.values():
+            x.close()

@@ -1,4 +1,6 @@
-"""The C reference jobs written in the DSL (pybpfasm.dsl.reference): behaviour on the kernel."""
+"""The C reference downstream job written in the DSL (pybpfasm.dsl.reference): behaviour on the kernel.
+
+(The upstream job is programs/upstream.py itself, tested in tests/test_upstream.py.)"""
 
 from __future__ import annotations
 
@@ -9,24 +11,18 @@ from scapy.layers.inet import IP
 from scapy.layers.inet import UDP as SUDP
 from scapy.layers.l2 import Ether
 
-from pybpfasm.dsl import XDP_DROP, XDP_PASS, XDP_REDIRECT
+from pybpfasm.dsl import XDP_DROP, XDP_PASS
 from pybpfasm.dsl.reference import (
     DN_BAD_CSUM,
     DN_EVENTS,
     DN_MALFORMED,
     DN_NSTATS,
     DN_PASSED,
-    UP_FORWARDED,
-    UP_NSTATS,
-    UP_PASSED,
-    UP_UNKNOWN_GROUP,
-    Counter,
     Event,
     downstream_program,
-    upstream_program,
 )
-from pybpfasm.layout import be32, u64
-from pybpfasm.maps import DevMapHash, HashOfMaps, PerCpuArray, RingBuf
+from pybpfasm.layout import u64
+from pybpfasm.maps import PerCpuArray, RingBuf
 from pybpfasm.ringbuf import RingBuffer
 
 pytestmark = pytest.mark.kernel
@@ -96,29 +92,3 @@ def test_bad_checksum_malformed_and_pass(downstream):
 def test_downstream_verifies_cheaply(downstream):
     prog = downstream[0]
     assert prog.info(arrays=False).verified_insns < 100_000  # clang's C needs ~330,000
-
-
-def test_upstream_hash_of_devmaps_broadcast(kernel):
-    tpl = DevMapHash(max_entries=8, name="t_tpl")
-    groups = HashOfMaps(inner=tpl, key=be32, max_entries=16, name="t_groups")
-    stats = PerCpuArray(value=Counter, max_entries=UP_NSTATS, name="t_up")
-    ports = DevMapHash(max_entries=8, name="t_ports")
-    try:
-        ports[1] = 1
-        groups[ip("239.1.1.1")] = ports
-        prog = upstream_program(groups, stats).load()
-        try:
-            mk = lambda dst: bytes(Ether() / IP(src="10.0.0.1", dst=dst) / SUDP() / (b"x" * 10))  # noqa: E731
-            assert prog.test_run(mk("239.1.1.1")).retval == XDP_REDIRECT
-            assert prog.test_run(mk("239.1.1.2")).retval == XDP_DROP
-            assert prog.test_run(mk("224.0.0.5")).retval == XDP_PASS
-            assert prog.test_run(mk("10.0.0.9")).retval == XDP_PASS
-        finally:
-            prog.close()
-        fwd = stats[UP_FORWARDED]
-        assert sum(c.packets for c in fwd) == 1 and sum(c.bytes for c in fwd) == len(mk("239.1.1.1"))
-        assert sum(c.packets for c in stats[UP_UNKNOWN_GROUP]) == 1
-        assert sum(c.packets for c in stats[UP_PASSED]) == 2
-    finally:
-        for m in (groups, ports, tpl, stats):
-            m.close()

@@ -98,3 +98,22 @@ def test_drop_port():
     m.apply(3, H1, G, T.V2_REPORT)
     assert m.drop_port(2) == [(2, G, False)]
     assert m.groups() == {G: {3}}
+
+
+def test_reassembler_joins_chunks_and_drops_broken_records():
+    from programs.events import Reassembler
+
+    def chunk(first: int, count: int, nsrcs: int, group: bytes = G) -> tuple:
+        raw = b"".join(ip(f"192.0.2.{first + i}") for i in range(count)).ljust(32, b"\0")
+        return (4, H1, group, 0x22, 1, nsrcs, first, count, raw)
+
+    r = Reassembler()
+    assert r.feed(chunk(0, 3, 3)) == (4, H1, G, 0x22, 1, tuple(ip(f"192.0.2.{i}") for i in range(3)))
+    assert r.feed(chunk(0, 8, 20)) is None
+    assert r.feed(chunk(8, 8, 20)) is None
+    whole = r.feed(chunk(16, 4, 20))
+    assert whole is not None and whole[5] == tuple(ip(f"192.0.2.{i}") for i in range(20))
+    assert r.feed(chunk(0, 8, 20)) is None
+    assert r.feed(chunk(16, 4, 20)) is None  # chunk 8..15 was lost: the record is dropped, not applied short
+    assert r.dropped == 1
+    assert r.feed((4, H1, G, 0x16, 0, 0, 0, 0, bytes(32))) == (4, H1, G, 0x16, 0, ())

@@ -4,10 +4,60 @@ from __future__ import annotations
 
 import struct
 import threading
+from typing import Any
 
 import pytest
 
-from programs.interim import FP, R0, R1, R2, R3, R4, R7, R8, Asm
+from pybpfasm import isa
+from pybpfasm.builder import Label, MapRef, ProgramBuilder
+from pybpfasm.helpers import HELPERS
+
+R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, FP = range(11)
+
+
+class Asm:
+    """Terse instruction emission on top of ``ProgramBuilder``."""
+
+    def __init__(self) -> None:
+        self.b = ProgramBuilder()
+        self._n = 0
+
+    def __call__(self, form: str, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0, ref: Any = None) -> None:
+        self.b.emit(isa.make(form, dst=dst, src=src, off=off, imm=imm, ref=ref))
+
+    def label(self, name: str) -> None:
+        self.b.label(name)
+
+    def fresh(self, stem: str) -> str:
+        self._n += 1
+        return f"{stem}_{self._n}"
+
+    def jmp(self, form: str, dst: int, operand: int, target: str) -> None:
+        if form.endswith("_x"):
+            self(form, dst=dst, src=operand, ref=Label(target))
+        else:
+            self(form, dst=dst, imm=operand, ref=Label(target))
+
+    def goto(self, target: str) -> None:
+        self("ja", ref=Label(target))
+
+    def ld_map(self, reg: int, map_obj: Any) -> None:
+        self("lddw_map_fd", dst=reg, imm=int(getattr(map_obj, "fd", 0)), ref=MapRef(map_obj))
+
+    def ld_func(self, reg: int, target: str) -> None:
+        self("lddw_func", dst=reg, ref=Label(target))
+
+    def call(self, helper: str) -> None:
+        self("call", imm=HELPERS[helper].id)
+
+    def ret(self, value: int) -> None:
+        self("mov64_k", dst=R0, imm=value)
+        self("exit")
+
+    def resolve(self) -> list[isa.Instruction]:
+        # resolved jumps keep their Label ref; drop it so a loader does not resolve twice
+        return [i.with_(ref=None) if isinstance(i.ref, Label) else i for i in self.b.resolve()]
+
 
 PKT = bytes(64)
 REC = struct.Struct("<QQ")

@@ -15,11 +15,13 @@ from typing import Any
 from ..builder import HelperRef, Label, MapRef
 from ..layout import ScalarType, is_struct, u8, u16, u32, u64
 from .core import (
+    U32,
     U64,
     Builder,
     Else,
     Facts,
     Function,
+    Raw,
     Return,
     Scalar,
     _Chain,
@@ -35,7 +37,7 @@ from .core import (
     user_loc,
 )
 from .ir import ARG_REGS, R0, R1
-from .memory import RefRegion, View, local, stack_bytes
+from .memory import RefRegion, View, local, padding_bytes, stack_bytes, zero_fill
 from .packet import CHANGES_PKT_DATA, Ctx, Packet
 
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
@@ -154,6 +156,11 @@ def call(name: str, *args: Any) -> Scalar:
     return Scalar(t, U64)
 
 
+def _const_reg(v: int) -> int:
+    from .core import load_const
+    return load_const(v, U64).vreg
+
+
 def _prepare_arg(helper: str, i: int, kind: str, a: Any) -> tuple[str, Any]:
     where = f"argument {i + 1} of bpf_{helper}"
     if kind == "map":
@@ -180,6 +187,11 @@ def _prepare_arg(helper: str, i: int, kind: str, a: Any) -> tuple[str, Any]:
         raise error(f"{where} must be a pointer (view of packet, stack, map value or record), "
                     f"got {type(a).__name__}")
     # scalar
+    if isinstance(a, Raw):  # bits as they are: no byte swap of a big-endian value
+        v = a.bits()
+        if isinstance(v, int):
+            return ("imm", v) if -(1 << 31) <= v < (1 << 31) else ("reg", _const_reg(v))
+        return "reg", v.vreg
     if isinstance(a, (View, InnerMap, Packet, Ctx)) or hasattr(a, "fd"):
         raise error(f"{where} must be a number, got {type(a).__name__}")
     v = as_operand(a)
@@ -284,18 +296,44 @@ def redirect(ifindex: Any, flags: int = 0) -> Scalar:
 
 
 def trace_printk(fmt: str, *args: Any) -> Scalar:
-    """``bpf_trace_printk(fmt, ...)``: up to 3 integer arguments; output in /sys/kernel/tracing/trace_pipe."""
+    """``bpf_trace_printk(fmt, ...)``: up to 3 arguments; output in /sys/kernel/tracing/trace_pipe.
+
+    An argument is a number or a view, passed as a pointer to its bytes for ``%pI4`` / ``%pI6`` /
+    ``%pM``-style formats: ``trace_printk("%pI4\\n", ip.field_view("saddr"))`` (or ``ip.field_addr(...)``).
+    """
     with current().fn.temp_scope():
         if len(args) > 3:
             raise error("trace_printk takes at most 3 arguments")
         data = fmt.encode() + b"\0"
         buf = stack_bytes(data, temp=True)
+        args = tuple(a.addr if isinstance(a, View) else a for a in args)
         return call("trace_printk", buf, len(data), *args)
 
 
 def csum_diff(from_view: Any, from_size: int, to_view: Any, to_size: int, seed: Any = 0) -> Scalar:
-    """``bpf_csum_diff`` (views or 0 for the pointers)."""
+    """``bpf_csum_diff`` (views or 0 for the pointers).  The sum is in memory byte order, like the
+    checksum fields: a big-endian ``seed`` (``ip.check``) is passed as its bits, not byte-swapped."""
+    if isinstance(seed, Scalar) and seed.order == "be":
+        seed = Raw(seed)
     return call("csum_diff", from_view, from_size, to_view, to_size, seed)
+
+
+def csum_fold(csum: Any) -> Raw:
+    """Fold a 32-bit one's-complement sum (``csum_diff``'s result) to 16 bits and complement it: the
+    value to store in a checksum field, already in memory order, so ``ip.check = csum_fold(csum_diff(
+    0, 0, ip, 20))`` stores it without a byte swap (set the field to 0 before summing)."""
+    c = as_operand(csum)
+    if isinstance(c, int):
+        c &= 0xFFFFFFFF
+        for _ in range(2):
+            c = (c & 0xFFFF) + (c >> 16)
+        return Raw(~c & 0xFFFF)
+    if c.order == "be":  # bits already in memory order (a loaded checksum field): sum them as they are
+        c = Scalar(c.vreg, c.ty, scope=c.scope)
+    c = convert(c, U32)
+    for _ in range(2):
+        c = (c & 0xFFFF) + (c >> 16)
+    return Raw(~c & 0xFFFF)
 
 
 # ----------------------------------------------------------------------------- ring buffer
@@ -308,12 +346,17 @@ class reserve:  # noqa: N801 - reads as a construct: with reserve(events, Event)
     follow for the ring-full case.  Inside, ``submit(ev)`` / ``discard(ev)``
     end the record early; leaving the block any other way with the record
     open is a build error.
+
+    The record's padding (``pad(n)`` / ``_x`` fields, alignment gaps, the tail) is always zeroed,
+    with the widest aligned stores, so no uninitialised kernel bytes reach user space;
+    ``zero=True`` zeroes the whole record first (for records whose fields are not all set).
     """
 
-    def __init__(self, ringbuf: Any, layout: Any, flags: int = 0):
+    def __init__(self, ringbuf: Any, layout: Any, flags: int = 0, *, zero: bool = False):
         self.ringbuf = ringbuf
         self.layout = layout
         self.flags = flags
+        self.zero = zero
         self.loc = user_loc()
 
     def __enter__(self) -> View:
@@ -330,7 +373,14 @@ class reserve:  # noqa: N801 - reads as a construct: with reserve(events, Event)
         f.records[r.vreg] = self.loc
         b.facts = f
         self.scope = b.open_scope("reserve")
-        return View(RefRegion(r.vreg, "ring-buffer record", record=True), 0, self.layout)
+        region = RefRegion(r.vreg, "ring-buffer record", record=True)
+        if self.zero:
+            zero_fill(region, 0, self.layout.size)
+        else:
+            pad = padding_bytes(self.layout)
+            if pad:
+                zero_fill(region, 0, self.layout.size, set(range(self.layout.size)) - set(pad))
+        return View(region, 0, self.layout)
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> bool:
         if et is not None:
@@ -442,9 +492,11 @@ class subprog:  # noqa: N801 - used as a decorator
     def trace(self, b: Builder) -> Function:
         """Trace the body into its own function (own registers and stack frame)."""
         from .core import Facts, Scope
-        saved = (b.fn, b.facts, b.scope, b.terminated, b.chain, b.loops, b.packet)
+        saved = (b.fn, b.facts, b.scope, b.terminated, b.chain, b.loops, b.packet,
+                 getattr(b, "fallback_loc", None))
         fn = Function(self.name, False)
         b.fn, b.facts, b.scope, b.terminated, b.chain, b.loops = fn, Facts(), Scope(None, "function"), False, None, []
+        b.fallback_loc = _def_loc(self.fn)  # type: ignore[attr-defined]  # entry code: the subprogram's def line
         try:
             args: list[Any] = []
             for i, p in enumerate(self.params):
@@ -472,7 +524,8 @@ class subprog:  # noqa: N801 - used as a decorator
                 raise error("a Range loop was left with Python break: use Break()", b.loops[-1].loc)
             return fn
         finally:
-            b.fn, b.facts, b.scope, b.terminated, b.chain, b.loops, b.packet = saved
+            (b.fn, b.facts, b.scope, b.terminated, b.chain, b.loops, b.packet,
+             b.fallback_loc) = saved  # type: ignore[attr-defined]
 
 
 def global_func(fn: Any) -> subprog:
@@ -486,9 +539,8 @@ def global_func(fn: Any) -> subprog:
 
 
 def _def_loc(fn: Any) -> Any:
-    from ..isa import SourceLoc
-    code = fn.__code__
-    return SourceLoc(code.co_filename, code.co_firstlineno)
+    from .core import def_loc
+    return def_loc(fn)
 
 
 _ = (R1, Else)

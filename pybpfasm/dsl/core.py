@@ -55,16 +55,31 @@ def user_loc() -> SourceLoc | None:
         if frame.f_code.co_name == "_build" and fname in _SKIP_FILES:
             return getattr(_BUILDERS[-1], "fallback_loc", None) if _BUILDERS else None
         if fname not in _SKIP_FILES and not fname.startswith("<frozen"):
-            text = linecache.getline(fname, frame.f_lineno).strip()
-            try:
-                rel = os.path.relpath(fname)
-            except ValueError:
-                rel = fname
-            if rel.startswith(".."):
-                rel = fname
-            return SourceLoc(rel, frame.f_lineno, 0, text)
+            return source_loc(fname, frame.f_lineno)
         frame = frame.f_back  # type: ignore[assignment]
     return None
+
+
+def source_loc(fname: str, line: int) -> SourceLoc:
+    """A SourceLoc for a line of a DSL file: relative path when below the working directory, line text."""
+    text = linecache.getline(fname, line).strip()
+    try:
+        rel = os.path.relpath(fname)
+    except ValueError:
+        rel = fname
+    if rel.startswith(".."):
+        rel = fname
+    return SourceLoc(rel, line, 0, text)
+
+
+def def_loc(fn: Any) -> SourceLoc:
+    """The ``def`` line of a DSL function (a program or subprogram): where its entry code comes from."""
+    code = fn.__code__
+    line = code.co_firstlineno
+    lines = linecache.getlines(code.co_filename)
+    while 0 < line <= len(lines) and lines[line - 1].lstrip().startswith("@"):
+        line += 1  # decorators: co_firstlineno points at the first one; name the def itself
+    return source_loc(code.co_filename, line)
 
 
 def error(message: str, loc: SourceLoc | None = None) -> DslError:
@@ -450,6 +465,36 @@ class Scalar:
         for values computed in memory order, such as a folded ``bpf_csum_diff`` result."""
         v = host(self)
         return Scalar(v.vreg, U64 if nbytes == 8 else U32, None, "be", nbytes, scope=v.scope)
+
+
+class Raw:
+    """``raw(x)``: a value whose bits are already in memory (network) order -- stored as they are."""
+
+    __slots__ = ("x", "loc")
+
+    def __init__(self, x: Any):
+        if isinstance(x, Raw):
+            x = x.x
+        self.x = x
+        self.loc = user_loc()
+
+    def __repr__(self) -> str:
+        return f"raw({self.x!r})"
+
+    def __bool__(self) -> bool:
+        raise error("a DSL value has no truth value at build time: use If(...)")
+
+    def bits(self) -> Scalar | int:
+        """The operand with its register (or constant) bits untouched: no byte swap either way."""
+        v = as_operand(self.x)
+        return v
+
+
+def raw(x: Any) -> Raw:
+    """Mark ``x`` as already in memory byte order: ``ip.check = raw(x)`` stores its low bytes as they
+    are into a be16/be32 field (no ``htons``), a helper argument gets its bits unchanged.  For values
+    computed in memory order, e.g. a checksum from ``bpf_csum_diff`` (see ``csum_fold``)."""
+    return Raw(x)
 
 
 # -- helpers to get operands in registers
@@ -1206,7 +1251,7 @@ def _check_records_for_jump(b: Builder, what: str) -> None:
 AUTO_CONVERGE_ABOVE = 8
 
 
-def Range(*args: Any, converge: bool | None = None) -> Iterator[Scalar]:  # noqa: N802
+def Range(*args: Any, converge: bool | None = None, unroll: int = 1) -> Iterator[Scalar]:  # noqa: N802
     """``for i in Range(N):`` a loop with a constant bound the verifier accepts.
 
     ``Range(stop)``, ``Range(start, stop[, step])`` with Python ints only (a DSL
@@ -1219,21 +1264,28 @@ def Range(*args: Any, converge: bool | None = None) -> Iterator[Scalar]:  # noqa
     instructions for an IGMPv3 record walk after a checksum loop.  It costs a
     few instructions per iteration at run time.  The default (None) converges
     loops of more than 8 iterations and unrolls shorter ones in the verifier.
+
+    ``unroll=k`` traces the body k times per trip of the loop (the counter
+    advancing between copies, a bound check between copies only when the trip
+    count is not a multiple of k): one ``may_goto`` and one back edge per k
+    iterations, for hot converged loops such as a checksum.
     """
     loc = user_loc()
     for a in args:
         if not isinstance(a, int) or isinstance(a, bool):
             raise DslError("loop bound must be a Python int constant, not a DSL value "
                            "(loop to a constant maximum and Break() when done)", loc)
+    if not isinstance(unroll, int) or isinstance(unroll, bool) or unroll < 1:
+        raise DslError("unroll must be a positive Python int", loc)
     r = range(*args)
     if len(r) == 0:
         return
     if converge is None:
         converge = len(r) > AUTO_CONVERGE_ABOVE
-    return _range_gen(r, converge, loc)
+    return _range_gen(r, converge, loc, min(unroll, len(r)))
 
 
-def _range_gen(r: range, converge: bool, loc: SourceLoc | None) -> Iterator[Scalar]:
+def _range_gen(r: range, converge: bool, loc: SourceLoc | None, unroll: int = 1) -> Iterator[Scalar]:
     b = current()
     b.flush_chain()
     big = max(abs(r.start), abs(r.stop)) >= (1 << 31)
@@ -1253,7 +1305,32 @@ def _range_gen(r: range, converge: bool, loc: SourceLoc | None) -> Iterator[Scal
     i.scope = scope
     i.umax = max(r.start, r.stop) if not signed else None
     yield i
-    b.close_scope(scope)
+    open_scope: Scope | None = scope
+    for _copy in range(1, unroll):  # the next copy of the body: its own Continue target, no back edge
+        b.close_scope(scope)
+        open_scope = None
+        ends = list(loop.conts)
+        if not b.terminated:
+            ends.append(b.facts)
+        if not ends:
+            break
+        b.place(loop.cont)
+        b.facts = merge(ends, loc)
+        b.terminated = False
+        loop.cont, loop.conts = b.fn.label("cont"), []
+        b.emit("add32_k" if ty.bits == 32 else "add64_k", counter.vreg, imm=r.step, loc=loc)
+        if len(r) % unroll:  # the trip count is not a multiple of the copies: stop mid-trip
+            jop = ("jsge" if signed else "jge") if r.step > 0 else ("jsle" if signed else "jle")
+            loop.breaks.append(b.facts.copy())
+            b.emit(f"{jop}{'32' if ty.bits == 32 else ''}_k", counter.vreg,
+                   imm=_s32(r.stop) if ty.bits == 32 else r.stop, ref=loop.exit, loc=loc)
+        scope = open_scope = b.open_scope("loop")
+        i = counter._dsl_scalar()
+        i.scope = scope
+        i.umax = max(r.start, r.stop) if not signed else None
+        yield i
+    if open_scope is not None:
+        b.close_scope(open_scope)
     b._loop_records = saved_records  # type: ignore[attr-defined]
     b.loops.pop()
     ends = list(loop.conts)

@@ -32,6 +32,7 @@ from .core import (
     Cond,
     ConstCond,
     Facts,
+    Raw,
     Scalar,
     _s32,
     as_operand,
@@ -175,13 +176,16 @@ def store(region: Region, off: int, ftype: Any, value: Any) -> None:
             raise error(f"assign bytes or a view of the same size to a Bytes({ftype.size}) field")
     if isinstance(value, View):
         raise error("assigning a view: read a field, or copy(dst_view, src_view)")
+    if not isinstance(ftype, ScalarType):
+        raise error(f"cannot store one value into a {ftype!r}")
     ptr, base = region.pointer(off, off + ftype.size)
     b = current()
     size = ftype.size
-    v = as_operand(value)
+    as_is = isinstance(value, Raw)  # already in memory order: neither swapped nor converted
+    v = value.bits() if isinstance(value, Raw) else as_operand(value)
     if isinstance(v, int):
         raw = v & ((1 << (8 * size)) - 1)
-        if ftype.is_network_order:
+        if ftype.is_network_order and not as_is:
             raw = swap_const(raw, size)
         if size < 8:
             b.emit(f"st{_SZ[size]}", ptr, off=base + off, imm=_s32(raw))
@@ -191,6 +195,8 @@ def store(region: Region, off: int, ftype: Any, value: Any) -> None:
             b.emit("stdw", ptr, off=base + off, imm=sraw)
             return
         v = load_const(raw, U64)
+    elif as_is:
+        pass
     elif ftype.is_network_order:
         v = to_be(v, size)
     else:
@@ -230,6 +236,17 @@ def copy(dst: View, src: View) -> None:
         t = ScalarType("raw", n, False, "little")
         store(dst._region, dst._off + pos, t, load(src._region, src._off + pos, t))
         pos += n
+
+
+def padding_bytes(layout: Any) -> list[int]:
+    """Byte offsets of ``layout`` no named field covers: explicit ``pad(n)`` / ``_x`` fields, the gaps
+    alignment inserts and the tail (nested structs included)."""
+    if not is_struct(layout):
+        return []
+    covered: set[int] = set()
+    for off, leaf in layout._leaves():
+        covered.update(range(off, off + leaf.size))
+    return [i for i in range(layout.size) if i not in covered]
 
 
 def zero_fill(region: Region, off: int, size: int, skip: set[int] | None = None) -> None:
@@ -318,6 +335,23 @@ class View:
             _write(self._region, self._off + key * lay.elem.size, lay.elem, value)
             return
         raise error(f"bad index {key!r} for {lay!r}")
+
+    def set_raw(self, name: str, value: Any) -> None:
+        """``view.set_raw("check", x)`` == ``view.check = raw(x)``: store ``x``'s bits as they are (no byte
+        swap into a be field) -- for values already in memory order such as a folded checksum."""
+        self.__setattr__(name, value if isinstance(value, Raw) else Raw(value))
+
+    def field_view(self, name: str) -> View:
+        """The field ``name`` as a view of its own (for ``copy``, helper pointer arguments)."""
+        off, ftype, bits = self._member(name)
+        if bits is not None:
+            raise error(f"{name} is a bit field: it has no address")
+        return View(self._region, off, ftype)
+
+    def field_addr(self, name: str) -> Scalar:
+        """A pointer to field ``name`` (e.g. ``trace_printk("%pI4", ip.field_addr("saddr"))``); the field
+        must be accessible (bounds-checked) here."""
+        return self.field_view(name).addr
 
     # scalar-layout views (e.g. a u64 map value)
     def get(self) -> Scalar:
@@ -522,4 +556,4 @@ def stack_bytes(data: bytes, temp: bool = False) -> View:
     return View(region, off, Bytes(len(data)))
 
 
-__all__ = ["View", "local", "copy", "NonNull", "PacketBase", "RefRegion", "StackRegion", "Struct"]
+__all__ = ["View", "local", "copy", "padding_bytes", "NonNull", "PacketBase", "RefRegion", "StackRegion", "Struct"]

@@ -16,11 +16,12 @@ from typing import Any
 
 from ..builder import Label, MapRef, resolve
 from ..isa import FORMS_BY_NAME, Instruction, SourceLoc, make
-from .core import Builder, DslError, Function, building, error
+from .core import Builder, DslError, Function, building, def_loc, error
 from .ir import R1, Item, Op
 from .opt import optimize
 from .packet import Packet
 from .regalloc import allocate
+from .sink import sink
 
 
 @dataclass
@@ -32,17 +33,40 @@ class Compiled:
 
     @property
     def has_global_functions(self) -> bool:
-        return any(g for _, _, g, _ in self.functions)
+        """Any ``@global_func`` subprogram (the main function is always global and does not count)."""
+        return any(g for _, _, g, label in self.functions if label is not None)
 
     @property
     def instructions(self) -> list[Instruction]:
         """Resolved instructions (labels and helper names replaced; map refs left for the loader)."""
         return resolve(self.items)
 
+    @property
+    def funcs(self) -> dict[str, Any]:
+        """``Program.load(funcs=...)``: every subprogram's BTF declaration (``btfext.Func``) by entry label.
+
+        ``@global_func`` ones are global (verified once); a ``pkt`` parameter is the context, others u64.
+        """
+        from ..btfext import Func
+        return {label.name: Func.of([p for p, _ in params], "global" if glob else "static", name=name)
+                for name, params, glob, label in self.functions if label is not None}
+
+    def load_options(self, kw: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Keywords for ``Program.load(compiled.items, **compiled.load_options())``: BTF with func_info
+        and DSL line info on (``btf=True``) unless ``kw`` says otherwise; ``funcs`` merged with the DSL's."""
+        opts = dict(kw or {})
+        opts.setdefault("btf", True)
+        funcs = self.funcs
+        if not opts["btf"] and self.has_global_functions:
+            raise DslError("a program with @global_func functions needs BTF: drop btf=False", None)
+        if opts["btf"]:
+            opts["funcs"] = {**funcs, **(opts.get("funcs") or {})}
+        return opts
+
 
 def _lower(fn: Function) -> list[Instruction | Label]:
-    items = allocate(fn.items, fn.vreg, lambda: fn.alloc(8, 8), fn.loops)
-    items = optimize(items)
+    items = allocate(sink(fn.items), fn.vreg, lambda: fn.alloc(8, 8), fn.loops)
+    items = optimize(items, loops=fn.loops)
     out: list[Instruction | Label] = []
     for it in items:
         if isinstance(it, Label):
@@ -137,51 +161,24 @@ class XdpProgram:
 
     # -- loading
     def load(self, **kw: Any) -> Any:
-        """Load into the kernel: a ``pybpfasm.program.Program`` (VerifierError names DSL lines)."""
+        """Load into the kernel: a ``pybpfasm.program.Program`` (VerifierError names DSL lines).
+
+        Goes through ``Program.load`` with BTF on (``btf=True``): func_info declares
+        every subprogram (``@global_func`` ones as global, verified once) and line_info
+        carries each instruction's DSL line, so the verifier log, ``pybpfasm dump
+        --xlated`` and bpftool show the DSL source.  ``btf=False`` loads bare bytecode
+        (only possible without global functions).  Other keywords go to ``Program.load``.
+        """
         from ..program import Program
         kw.setdefault("name", self.name)
         kw.setdefault("license", self.license)
-        if self.compile().has_global_functions:
-            return self._load_with_btf(**kw)
-        return Program.load(self.items, prog_type=self.prog_type, **kw)
-
-    def _load_with_btf(self, name: str, license: str, log_level: int = 0, log_size: int = 0,  # noqa: A002
-                       **_: Any) -> Any:
-        """Global functions need BTF FUNC records and func_info: build both and load directly."""
-        from ..program import Program, VerifierError, prepare
-        from ..syscall import BPFError, ProgType, btf_load, prog_load
-        from .btf import LINKAGE_GLOBAL, LINKAGE_STATIC, FuncDecl, build
-        compiled = self.compile()
-        final, used = prepare(compiled.items)
-        entries: dict[str, int] = {}
-        slot = 0
-        for it in compiled.items:
-            if isinstance(it, Label):
-                entries[it.name] = slot
-            else:
-                slot += it.slots
-        decls = [FuncDecl(fname, params, LINKAGE_GLOBAL if glob else LINKAGE_STATIC,
-                          0 if label is None else entries[label.name])
-                 for fname, params, glob, label in compiled.functions]
-        blob, func_info = build(decls)
-        btf = btf_load(blob, log_level=1, log_size=1 << 16)
-        from ..isa import encode_program
-        size = log_size or (1 << 20)
-        try:
-            res = prog_load(ProgType.XDP, encode_program(final), license, name=name, log_level=log_level or 1,
-                            log_size=size, prog_btf_fd=int(btf.fd), func_info=func_info, func_info_rec_size=8)
-        except BPFError as exc:
-            raise VerifierError(name, getattr(exc, "log", "") or str(exc), exc.errno, final) from None
-        finally:
-            btf.fd.close()
-        return Program(res.fd, name=name, prog_type=ProgType.XDP, insns=final, maps=used, log=res.log)
+        kw.setdefault("prog_type", self.prog_type)
+        return Program.load(self.items, **self.compile().load_options(kw))
 
 
 def _def_loc(fn: Any) -> SourceLoc:
-    code = fn.__code__
-    return SourceLoc(code.co_filename, code.co_firstlineno)
-
-
+    """The ``def`` line of a DSL function (as ``user_loc`` names files: relative, with its text)."""
+    return def_loc(fn)
 def xdp(fn: Callable[..., Any] | None = None, *, name: str | None = None, license: str = "GPL") -> Any:  # noqa: A002
     """Decorator: ``@xdp`` or ``@xdp(name="fwd")`` turns ``def prog(pkt): ...`` into an XdpProgram."""
     if fn is None:

@@ -265,3 +265,52 @@ def test_range_unroll_keeps_loop_semantics(kernel, unroll, converge):
     with prog.load() as loaded:
         for n in (0, 1, 5, 7, 12, 19, 20, 40):
             assert loaded.test_run(bytes(14 + n)).retval == want(n), n
+
+
+# --------------------------------------------------------------------------- code sinking and block layout
+
+
+def test_condition_operands_sink_and_early_returns_move_last(kernel):
+    """``Any(a, b, c)`` loads b's field only after a's test, and the early-return blocks sit at the end,
+    so the path that goes on falls through (what clang does); behaviour unchanged."""
+    from pybpfasm.dsl import XDP_DROP
+    from pybpfasm.dsl import Any as AnyOf
+
+    @xdp
+    def prog(pkt):
+        eth, ip = pkt.headers(Ethernet, IPv4, otherwise=XDP_PASS)
+        with If(AnyOf(eth.proto != 0x0800, ip.daddr & 0xF0000000 != 0xE0000000, ip.protocol == 2)):
+            Return(XDP_PASS)
+        Return(XDP_DROP)
+
+    insns = prog.instructions
+    loads = [k for k, i in enumerate(insns) if i.opcode in (0x61, 0x69, 0x71) and i.src != 1]
+    jumps = [k for k, i in enumerate(insns) if (i.opcode & 7) in (5, 6) and i.opcode not in (0x05, 0x85, 0x95)]
+    assert loads[1] > jumps[1] and loads[2] > jumps[2]  # ip.daddr after the proto test, protocol after the mask
+    assert all(insns[k].off > 0 for k in jumps)        # every test jumps forward to a block at the end
+    first_exit = next(k for k, i in enumerate(insns) if i.opcode == 0x95)
+    assert (insns[first_exit - 1].opcode, insns[first_exit - 1].imm) == (0xB7, XDP_DROP)  # the path going on
+    mk = lambda **kw: bytes(Ether() / IP(**kw) / SICMP())  # noqa: E731
+    with prog.load() as loaded:
+        assert loaded.test_run(mk(dst="239.1.1.1")).retval == XDP_DROP
+        assert loaded.test_run(mk(dst="10.0.0.1")).retval == XDP_PASS
+        assert loaded.test_run(mk(dst="239.1.1.1", proto=2)).retval == XDP_PASS
+        assert loaded.test_run(bytes(Ether(type=0x86DD)) + bytes(40)).retval == XDP_PASS
+        assert loaded.test_run(bytes(20)).retval == XDP_PASS
+
+
+def test_spill_stores_sink_past_early_exits():
+    """Values spilled because they live across later helper calls (ctx, data_end...) are stored only on
+    the path that reaches those calls: the early exits (non-IGMP traffic) execute no spill store."""
+    from pybpfasm.dsl.reference import DN_NSTATS, downstream_program
+    ring = RingBuf(max_entries=4096, name="t_gsp")
+    from pybpfasm.maps import PerCpuArray
+    stats = PerCpuArray(value=u64, max_entries=DN_NSTATS, name="t_gsps")
+    try:
+        insns = downstream_program(ring, stats).instructions
+        first_spill = next(k for k, i in enumerate(insns) if i.opcode == 0x7B and i.dst == 10)
+        early_exits = [k for k, i in enumerate(insns[:first_spill]) if (i.opcode & 7) in (5, 6) and i.off > 0]
+        assert len(early_exits) >= 8  # bounds, ethertype, protocol, IHL, lengths... all before any spill
+    finally:
+        ring.close()
+        stats.close()

@@ -9,6 +9,7 @@ block end.  These passes run to a fixpoint:
 * a jump to a short exit sequence (``r0 = K; exit``) is replaced by a copy of it
   (the verifier and the CPU both prefer a straight line to a shared tail);
 * unreachable code and unused labels are removed;
+* spill stores sink past early exits that never reload them (``sink_spills``);
 * block layout: early-return blocks move to the end of the function, so the
   path that continues falls through (``exits_last``).
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..builder import Label
-from .ir import Item, Op, is_cond_jump, is_jump
+from .ir import Item, Op, defs_uses, is_cond_jump, is_jump
 
 INVERSE = {"jeq": "jne", "jne": "jeq", "jgt": "jle", "jle": "jgt", "jge": "jlt", "jlt": "jge",
            "jsgt": "jsle", "jsle": "jsgt", "jsge": "jslt", "jslt": "jsge"}
@@ -216,20 +217,81 @@ def cross_jump(items: list[Item], min_len: int = 4) -> list[Item]:
 
 def optimize(items: list[Item], max_tail: int = 3, loops: list[tuple[str, str]] | None = None) -> list[Item]:
     items = forward_stores(items)
+    items = _fixpoint(items, max_tail)
+    items = _fixpoint(exits_last(cross_jump(items), loops=loops or []), max_tail)
+    return _fixpoint(sink_spills(items), max_tail)
+
+
+def _fixpoint(items: list[Item], max_tail: int) -> list[Item]:
     for _ in range(100):
         new = _pass(items, max_tail)
         if new == items:
             break
         items = new
-    merged = cross_jump(items)
-    laid = exits_last(merged, loops=loops or [])
-    if laid is not items:
-        for _ in range(100):
-            new = _pass(laid, max_tail)
-            if new == laid:
+    return items
+
+
+def _slot_read_from(items: list[Item], start: int, off: int, pos: dict[str, int]) -> bool:
+    """May spill slot ``off`` be read on some path from ``items[start]`` before it is stored again?"""
+    seen: set[int] = set()
+    todo = [start]
+    while todo:
+        k = todo.pop()
+        while k < len(items) and k not in seen:
+            seen.add(k)
+            it = items[k]
+            if isinstance(it, Op):
+                if it.form.startswith("ldx") and it.src == 10 and it.off < off + 8 and off < it.off + 8:
+                    return True
+                if it.form == "stxdw" and it.dst == 10 and it.off == off:
+                    break  # overwritten: the old value is dead on this path
+                if it.form == "exit":
+                    break
+                if (is_jump(it) or it.form == "may_goto") and _target(it) in pos:
+                    todo.append(pos[_target(it)])  # type: ignore[index]
+                    if it.form in ("ja", "gotol"):
+                        break
+            k += 1
+    return False
+
+
+def sink_spills(items: list[Item]) -> list[Item]:
+    """Move a spill store (``*(u64 *)(r10 - X) = r``, placed where the value is defined) down past
+    conditional jumps to paths that never reload it, up to the first label, call, or write of its
+    register: a value spilled because it lives across calls further on then costs nothing on the
+    early exits (a downstream program's non-IGMP path: ctx and data_end spills at entry)."""
+    pos = _label_positions(items)
+    out = list(items)
+    moved = False
+    i = len(out) - 1
+    while i >= 0:
+        st = out[i]
+        if not (isinstance(st, Op) and st.form == "stxdw" and st.dst == 10 and st.meta.get("spill")):
+            i -= 1
+            continue
+        dest, passed, q = None, False, i + 1
+        while q < len(out):
+            nxt = out[q]
+            if isinstance(nxt, Label):
+                dest = q
                 break
-            laid = new
-    return laid
+            d, _ = defs_uses(nxt)
+            if st.src in d or nxt.form.startswith(("call", "atomic", "exit", "may_goto", "gotol")) or \
+                    nxt.form == "ja" or (nxt.form.startswith(("ldx", "st")) and 10 in (nxt.src, nxt.dst) and
+                                         nxt.off < st.off + 8 and st.off < nxt.off + 8):
+                dest = q
+                break
+            if is_cond_jump(nxt):
+                if _target(nxt) not in pos or _slot_read_from(out, pos[_target(nxt)], st.off, pos):  # type: ignore[index]
+                    dest = q
+                    break
+                passed = True
+            q += 1
+        if dest is not None and passed:
+            out.insert(dest - 1, out.pop(i))
+            moved = True
+        i -= 1
+    return out if moved else items
 
 
 def exits_last(items: list[Item], max_block: int = 64, loops: list[tuple[str, str]] | None = None) -> list[Item]:

@@ -1,8 +1,9 @@
 """``@xdp`` programs: trace once, allocate registers, clean up, resolve, load.
 
 Pipeline: trace the function (and every ``@subprog`` it calls) into IR over
-virtual registers -> per function: dead-code elimination, register allocation
-with coalescing and spilling -> jump threading / dead-block removal -> one
+virtual registers -> per function: code sinking (``sink``), dead-code elimination,
+register allocation with coalescing and spilling -> jump threading / dead-block
+removal, early-exit blocks laid out last, spill stores sunk past them -> one
 list of ``isa.Instruction`` and ``Label`` items (main first, then
 subprograms) -> ``builder.resolve`` (labels and helper names) -> the loader
 patches map fds.

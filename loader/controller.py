@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Callable
 
 from programs.events import RECORD, Reassembler
@@ -49,6 +50,7 @@ class Controller:
         self._stopping = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.ring.watch(self._wake_r)
+        self.trace: list[tuple[str, int]] | None = None  # (stage, CLOCK_MONOTONIC ns) when a benchmark traces
 
     # ------------------------------------------------------------ event handling
     def _odd_record(self, record: memoryview) -> None:
@@ -61,6 +63,8 @@ class Controller:
         self.ring.decode(RECORD, batch, on_other=self._odd_record)
         if not batch:
             return 0
+        if self.trace is not None:
+            self.trace.append(("decoded", time.monotonic_ns()))
         apply, ports, any_port, feed = self.membership.apply, self.ports, self.any_port, self.reassembler.feed
         with self.sync.batch():  # group creations/removals: one outer-map write each way per batch
             for t in batch:
@@ -82,6 +86,8 @@ class Controller:
             for change in self._host_changes:
                 persist(*change)
             self._host_changes.clear()
+        if self.trace is not None:
+            self.trace.append(("applied", time.monotonic_ns()))
         n = len(batch)
         self.events += n
         return n
@@ -96,12 +102,19 @@ class Controller:
                      f"(host {socket.inet_ntoa(host)})")
 
     # ------------------------------------------------------------ loop
-    def run(self) -> None:
-        """Process events until ``stop()``; epoll wakes us for records or for the stop, never a timer."""
+    def run(self, after_batch: Callable[[], object] | None = None) -> None:
+        """Process events until ``stop()``; epoll wakes us for records or for the stop, never a timer.
+
+        ``after_batch`` (if given) runs after every wake-up, e.g. to ship trace stamps.
+        """
         while not self._stopping:
-            self.sync.replenish()  # idle time: make the next new group's devmap now
+            self.sync.replenish(self.ports)  # idle time: make the next new groups' devmaps now
             self.ring.wait(None)
+            if self.trace is not None:
+                self.trace.append(("wake", time.monotonic_ns()))
             self.process()
+            if after_batch is not None:
+                after_batch()
 
     def stop(self) -> None:
         """Make ``run`` return (thread-safe, async-signal-safe enough for a Python signal handler)."""

@@ -68,11 +68,10 @@ def load_programs(the_maps: dict[str, maps.Map], *, pass_unknown: bool = False,
                   group_counters: bool = True) -> dict[str, Program]:
     progs: dict[str, Program] = {}
     try:
-        progs["downstream"] = Program.load(downstream.build(the_maps, pass_unknown=pass_unknown),
-                                           name="mcast_down", prog_type="xdp")
-        progs["upstream"] = Program.load(upstream.build(the_maps, pass_unknown=pass_unknown,
-                                                        group_counters=group_counters),
-                                         name="mcast_up", prog_type="xdp")
+        # with BTF func_info + line_info: verifier logs, `pybpfasm dump --xlated` and bpftool show DSL lines
+        progs["downstream"] = downstream.load(the_maps, pass_unknown=pass_unknown, name="mcast_down")
+        progs["upstream"] = upstream.load(the_maps, pass_unknown=pass_unknown, group_counters=group_counters,
+                                          name="mcast_up")
     except BaseException:
         for p in progs.values():
             p.close()

@@ -18,7 +18,7 @@ Per packet:
 * the IGMP frame is dropped; every outcome has a counter (``DownstreamStat``),
   including a failed ring-buffer reserve.
 
-``build(maps, pass_unknown=False)`` returns the instructions to load.
+``load(maps, pass_unknown=False)`` loads it (with BTF source lines); ``build`` returns the instructions.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ from pybpfasm.dsl import (
     Var,
     add,
     bpf,
-    local,
     lookup,
     redirect_map,
     reserve,
@@ -53,7 +52,8 @@ from pybpfasm.dsl import (
 )
 from pybpfasm.dsl import Any as AnyOf
 from pybpfasm.headers import ETH_P_IP, IGMP, IPPROTO_IGMP, Ethernet, IGMPv3GroupRecord, IGMPv3Report, IPv4
-from pybpfasm.layout import Struct, be32
+from pybpfasm.layout import Struct
+from pybpfasm.program import Program
 
 from .events import MAX_EVENT_SOURCES, MAX_IGMP_LEN, DownstreamStat, IgmpEvent
 
@@ -93,7 +93,7 @@ def program(events: Any, stats: Any, groups: Any, scratch: Any, *, pass_unknown:
             dst = ip.daddr
             with If(AnyOf(dst & 0xF0000000 != 0xE0000000, dst & 0xFFFFFF00 == 0xE0000000)):
                 Return(passed())
-            ports = lookup(groups, local(be32, dst))  # key: the address bytes as they are on the wire
+            ports = lookup(groups, dst)  # raw 4-byte key: the address bytes as on the wire
             with If(ports.is_null()):
                 Return(counted(S.MCAST_UNKNOWN, XDP_PASS if pass_unknown else XDP_DROP)())
             add(stats, S.MCAST_FORWARDED)
@@ -224,12 +224,15 @@ def program(events: Any, stats: Any, groups: Any, scratch: Any, *, pass_unknown:
 
 
 def build(maps: Mapping[str, Any], *, pass_unknown: bool = False) -> list[isa.Instruction]:
-    return resolved(program(maps["events"], maps["dn_stats"], maps["groups"], maps["scratch"],
-                            pass_unknown=pass_unknown))
+    """The resolved instructions (no BTF: prefer ``load``, which attaches the DSL source lines)."""
+    return program(maps["events"], maps["dn_stats"], maps["groups"], maps["scratch"],
+                   pass_unknown=pass_unknown).instructions
 
 
-def resolved(prog: Any) -> list[isa.Instruction]:
-    """The program's final instructions, without the (already resolved) jump labels a loader would re-resolve."""
-    from pybpfasm.builder import Label
+def load(maps: Mapping[str, Any], *, pass_unknown: bool = False, **kw: Any) -> Program:
+    """Load with BTF func_info + line_info, so verifier logs and xlated dumps show the DSL lines.
 
-    return [i.with_(ref=None) if isinstance(i.ref, Label) else i for i in prog.instructions]
+    Keywords go to ``Program.load`` (``name`` defaults to "mcast_down").
+    """
+    return program(maps["events"], maps["dn_stats"], maps["groups"], maps["scratch"],
+                   pass_unknown=pass_unknown).load(**kw)

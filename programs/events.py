@@ -14,6 +14,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
+from pybpfasm import headers
 from pybpfasm.layout import Bytes, Struct, be32, u8, u16, u32, u64
 
 MAX_EVENT_SOURCES = 8  # sources carried by one event; longer records are split
@@ -56,22 +57,24 @@ assert RECORD.size == IgmpEvent.size == 52 and EventHeader.size == 20
 
 
 class IgmpType(IntEnum):
-    QUERY = 0x11
-    V1_REPORT = 0x12
-    V2_REPORT = 0x16
-    V2_LEAVE = 0x17
-    V3_REPORT = 0x22
+    """IGMP message types (values from ``pybpfasm.headers``)."""
+
+    QUERY = headers.IGMP_QUERY
+    V1_REPORT = headers.IGMPV1_REPORT
+    V2_REPORT = headers.IGMPV2_REPORT
+    V2_LEAVE = headers.IGMP_LEAVE
+    V3_REPORT = headers.IGMPV3_REPORT
 
 
 class RecordType(IntEnum):
-    """RFC 3376 group record types."""
+    """RFC 3376 group record types (values from ``pybpfasm.headers``)."""
 
-    MODE_IS_INCLUDE = 1
-    MODE_IS_EXCLUDE = 2
-    CHANGE_TO_INCLUDE = 3
-    CHANGE_TO_EXCLUDE = 4
-    ALLOW_NEW_SOURCES = 5
-    BLOCK_OLD_SOURCES = 6
+    MODE_IS_INCLUDE = headers.MODE_IS_INCLUDE
+    MODE_IS_EXCLUDE = headers.MODE_IS_EXCLUDE
+    CHANGE_TO_INCLUDE = headers.CHANGE_TO_INCLUDE
+    CHANGE_TO_EXCLUDE = headers.CHANGE_TO_EXCLUDE
+    ALLOW_NEW_SOURCES = headers.ALLOW_NEW_SOURCES
+    BLOCK_OLD_SOURCES = headers.BLOCK_OLD_SOURCES
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ Everything else passes. Global {packets, bytes} counters per outcome
 (``UpstreamStat``) and, optionally, per-group counters (``group_stats``,
 entries created by the controller with the group).
 
-``build(maps, pass_unknown=False, group_counters=True)`` returns the instructions to load.
+``load(maps, pass_unknown=False, group_counters=True)`` loads it with BTF source lines; ``build`` returns
+the instructions.
 """
 
 from __future__ import annotations
@@ -25,16 +26,14 @@ from pybpfasm.dsl import (
     If,
     Return,
     add,
-    local,
     lookup,
     redirect_map,
     xdp,
 )
 from pybpfasm.dsl import Any as AnyOf
 from pybpfasm.headers import ETH_P_IP, IPPROTO_IGMP, Ethernet, IPv4
-from pybpfasm.layout import be32
+from pybpfasm.program import Program
 
-from .downstream import resolved
 from .events import UpstreamStat
 
 MAPS = ("groups", "up_stats", "group_stats")
@@ -59,13 +58,12 @@ def program(groups: Any, stats: Any, group_stats: Any | None = None, *, pass_unk
         with If(AnyOf(eth.proto != ETH_P_IP, group & 0xF0000000 != 0xE0000000,
                       ip.protocol == IPPROTO_IGMP, group & 0xFFFFFF00 == 0xE0000000)):
             Return(passed())
-        key = local(be32, group)  # the address bytes as on the wire: the controller's key
-        ports = lookup(groups, key)
+        ports = lookup(groups, group)  # raw 4-byte key: the address bytes as on the wire
         with If(ports.is_null()):
             count(U.UNKNOWN_GROUP)
             Return(XDP_PASS if pass_unknown else XDP_DROP)
         if group_stats is not None:
-            add(group_stats, key, packets=1, bytes=length)
+            add(group_stats, group, packets=1, bytes=length)
         count(U.FORWARDED)
         Return(redirect_map(ports, 0, BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS))
 
@@ -73,5 +71,15 @@ def program(groups: Any, stats: Any, group_stats: Any | None = None, *, pass_unk
 
 
 def build(maps: Mapping[str, Any], *, pass_unknown: bool = False, group_counters: bool = True) -> list[isa.Instruction]:
-    return resolved(program(maps["groups"], maps["up_stats"], maps["group_stats"] if group_counters else None,
-                            pass_unknown=pass_unknown))
+    """The resolved instructions (no BTF: prefer ``load``, which attaches the DSL source lines)."""
+    return _program(maps, pass_unknown, group_counters).instructions
+
+
+def load(maps: Mapping[str, Any], *, pass_unknown: bool = False, group_counters: bool = True, **kw: Any) -> Program:
+    """Load with BTF func_info + line_info (``name`` defaults to "mcast_up"; keywords go to ``Program.load``)."""
+    return _program(maps, pass_unknown, group_counters).load(**kw)
+
+
+def _program(maps: Mapping[str, Any], pass_unknown: bool, group_counters: bool) -> Any:
+    return program(maps["groups"], maps["up_stats"], maps["group_stats"] if group_counters else None,
+                   pass_unknown=pass_unknown)

@@ -38,6 +38,17 @@ class Label:
 
 
 @dataclass(frozen=True)
+class ResolvedLabel(Label):
+    """The label a jump or call pointed at, after ``resolve`` turned it into an offset.
+
+    Kept so names survive (BTF names a subprogram after its entry label), but
+    ``resolve`` leaves it alone: resolving already-resolved instructions again
+    (e.g. ``Program.load(compiled.instructions)``) is a no-op, not an
+    "undefined label" error.  Never used as a label definition.
+    """
+
+
+@dataclass(frozen=True)
 class MapRef:
     """A map operand of ``ld_imm64``, resolved to an fd by the loader.
 
@@ -110,12 +121,15 @@ def resolve(items: Sequence[Instruction | Label], helpers: dict[str, int] | None
     """Replace labels by pc-relative offsets and helper names by ids.
 
     Jump targets are ``Label`` refs on jump forms; a ``Label`` ref on
-    ``call_local`` / ``lddw_func`` names a function entry. ``MapRef`` refs are
-    left in place for the loader.
+    ``call_local`` / ``lddw_func`` names a function entry. A resolved ref becomes
+    a ``ResolvedLabel`` (name kept, never re-resolved), so ``resolve`` is
+    idempotent. ``MapRef`` refs are left in place for the loader.
     """
     positions: dict[str, int] = {}
     pc = 0
     for item in items:
+        if isinstance(item, ResolvedLabel):
+            raise AssemblyError(f"ResolvedLabel({item.name!r}) is a resolved reference, not a label definition")
         if isinstance(item, Label):
             if item.name in positions:
                 raise AssemblyError(f"duplicate label {item.name!r}")
@@ -130,7 +144,7 @@ def resolve(items: Sequence[Instruction | Label], helpers: dict[str, int] | None
             continue
         insn = item
         ref = insn.ref
-        if isinstance(ref, Label):
+        if isinstance(ref, Label) and not isinstance(ref, ResolvedLabel):
             if ref.name not in positions:
                 raise AssemblyError(f"undefined label {ref.name!r}", insn.source)
             delta = positions[ref.name] - (pc + 1)
@@ -146,6 +160,7 @@ def resolve(items: Sequence[Instruction | Label], helpers: dict[str, int] | None
                 insn = replace(insn, imm=delta)
             else:
                 raise AssemblyError(f"{form.name} takes no label", insn.source)
+            insn = replace(insn, ref=ResolvedLabel(ref.name))
         elif isinstance(ref, HelperRef):
             if ref.name not in helper_ids:
                 raise AssemblyError(f"unknown helper {ref.name!r}", insn.source)

@@ -37,11 +37,10 @@ class Downstream:
     def __init__(self) -> None:
         from loader.instance import create_maps
         from programs import downstream
-        from pybpfasm.program import Program
         from pybpfasm.ringbuf import RingBuffer
 
         self.maps = create_maps(ring_size=1 << 20)
-        self.prog = Program.load(downstream.build(self.maps), prog_type="xdp", name="test_down")
+        self.prog = downstream.load(self.maps, name="test_down")
         self.ring = RingBuffer(self.maps["events"])
 
     def stats(self) -> dict[str, int]:
@@ -342,3 +341,15 @@ def test_fuzz_mutated_igmp(dn):
     run_batch()
     assert done["frames"] >= batches * FUZZ_BATCH
     assert done["events"] > 0
+
+
+def test_event_constants_come_from_headers():
+    """IGMP message / record type numbers have one definition (pybpfasm.headers); the enums name them."""
+    from programs.events import IgmpType, RecordType
+    from pybpfasm import headers
+
+    assert {r.name: int(r) for r in RecordType} == {n: getattr(headers, n) for n in (
+        "MODE_IS_INCLUDE", "MODE_IS_EXCLUDE", "CHANGE_TO_INCLUDE", "CHANGE_TO_EXCLUDE",
+        "ALLOW_NEW_SOURCES", "BLOCK_OLD_SOURCES")}
+    assert [int(t) for t in IgmpType] == [headers.IGMP_QUERY, headers.IGMPV1_REPORT, headers.IGMPV2_REPORT,
+                                         headers.IGMP_LEAVE, headers.IGMPV3_REPORT]

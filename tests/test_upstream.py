@@ -13,11 +13,9 @@ class Upstream:
         from loader.devmaps import DevmapSync
         from loader.instance import create_maps
         from programs import upstream
-        from pybpfasm.program import Program
 
         self.maps = create_maps(ring_size=4096)
-        self.prog = Program.load(upstream.build(self.maps, pass_unknown=pass_unknown), prog_type="xdp",
-                                 name="test_up")
+        self.prog = upstream.load(self.maps, pass_unknown=pass_unknown, name="test_up")
         self.sync = DevmapSync(self.maps["groups"], self.maps["group_stats"])
 
     def up_stats(self) -> dict[str, tuple[int, int]]:
@@ -90,3 +88,45 @@ def test_everything_else_passes(up, data):
     up.sync.add_port(socket.inet_aton("239.1.2.3"), 1)
     assert up.prog.test_run(data).retval == XDP_PASS
     assert up.up_stats()["PASSED"][0] == 1
+
+
+def test_forwarder_programs_load_with_btf_source_lines(kernel):
+    """The instance loads both DSL programs with BTF func_info + line_info: dumps show the DSL lines."""
+    import io
+    from contextlib import redirect_stdout
+
+    from loader.instance import create_maps, load_programs
+    from pybpfasm.cli.main import main as cli_main
+
+    the_maps = create_maps(ring_size=4096)
+    progs = load_programs(the_maps)
+    try:
+        for name, prog in progs.items():
+            info = prog.info()
+            assert info.btf_id and info.func_info, name
+            assert [f.name for f in prog.functions] == [prog.name]
+            buf = io.StringIO()
+            with redirect_stdout(buf):
+                assert cli_main(["dump", "xlated", "id", str(prog.id)]) == 0
+            dump = buf.getvalue()
+            assert dump.startswith(f"int {prog.name}(struct xdp_md * ctx):"), name
+            assert "; Return(redirect_map(ports, 0, BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS))" in dump, name
+    finally:
+        for obj in [*progs.values(), *the_maps.values()]:
+            obj.close()
+
+
+def test_build_instructions_still_load_without_btf(kernel):
+    """``build`` (resolved instructions) loads as-is: no label re-resolution, no BTF."""
+    from loader.instance import create_maps
+    from programs import upstream
+    from pybpfasm.program import Program
+
+    the_maps = create_maps(ring_size=4096)
+    try:
+        with Program.load(upstream.build(the_maps), prog_type="xdp", name="test_up_bare") as prog:
+            assert not prog.info().btf_id
+            assert prog.test_run(udp_frame("239.9.9.9")).retval == XDP_DROP
+    finally:
+        for m in the_maps.values():
+            m.close()

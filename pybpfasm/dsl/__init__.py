@@ -70,7 +70,10 @@ Reference:
   ``ref.add(n[, field])``; ``update(m, key, value, flags)``, ``delete(m, key)``;
   ``add(m, key[, n][, field=inc ...][, create=True])`` one-line counters (per-CPU: plain,
   shared: atomic); ``redirect_map(m_or_inner_ref, key, flags)``; map-of-maps lookups
-  return an inner-map reference usable as a map argument once null-checked.
+  return an inner-map reference usable as a map argument once null-checked.  A scalar key
+  is laid out as the map declares it: a big-endian value (``ip.daddr``) keeps its wire bytes
+  in a raw-bytes key (``key=4``, what ``socket.inet_aton`` gives user space) or a be32 key;
+  a host-order ``u32`` key refuses it (pass ``ip.daddr.value()`` for the number).
 * ring buffer: ``with reserve(events, Event) as ev: ev.x = ...`` (submitted at the end of the
   block; ``with Else():`` for ring-full; padding bytes are always zeroed, ``reserve(..., zero=True)``
   zeroes the whole record); ``submit(ev)`` / ``discard(ev)``;

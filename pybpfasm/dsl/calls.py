@@ -10,6 +10,7 @@ and ``value`` codecs).
 from __future__ import annotations
 
 import inspect
+import sys
 from typing import Any
 
 from ..builder import HelperRef, Label, MapRef
@@ -84,9 +85,28 @@ def _map_type(m: Any) -> int:
 def _layout_of(codec: Any, size: int) -> Any:
     if is_struct(codec) or isinstance(codec, ScalarType):
         return codec
-    if codec is not None and hasattr(codec, "size") and hasattr(codec, "fmt"):
-        pass
+    scalar = _struct_scalar(codec)
+    if scalar is not None:
+        return scalar
     return {1: u8, 2: u16, 4: u32, 8: u64}.get(size) or _bytes(size)
+
+
+def _struct_scalar(codec: Any) -> ScalarType | None:
+    """The integer a one-field ``struct`` format codec (``"<I"``, ``">I"``) packs, with its byte order."""
+    fmt = getattr(getattr(codec, "_struct", None), "format", None)
+    if not isinstance(fmt, str) or len(fmt) != 2 or fmt[0] not in "<>!=" or fmt[1] not in "bBhHiIlLqQ":
+        return None
+    size = {"b": 1, "h": 2, "i": 4, "l": 4, "q": 8}[fmt[1].lower()]
+    big = fmt[0] in ">!" or (fmt[0] == "=" and sys.byteorder == "big")
+    signed = fmt[1].islower()
+    name = f"{'be' if big else 's' if signed else 'u'}{size * 8}"
+    return ScalarType(name, size, signed, "big" if big else sys.byteorder)
+
+
+def _raw_key(m: Any) -> bool:
+    """Is the map's key declared as plain bytes (``key=4``): stored exactly as the value sits in memory?"""
+    from ..maps import RawCodec
+    return isinstance(getattr(m, "key", None), RawCodec)
 
 
 def _bytes(n: int) -> Any:
@@ -223,14 +243,35 @@ bpf = _HelperNamespace()
 
 
 def _key_arg(m: Any, key: Any) -> View:
+    """The key on the stack, laid out as the map declares it.
+
+    A big-endian value (``ip.daddr``) keeps its wire bytes in a raw-bytes key
+    (``key=4``: what user space writes with ``socket.inet_aton``); a host-order
+    integer key (``key=u32`` / ``"<I"``) refuses it, since guessing between its
+    number and its bytes would silently build keys no user-space entry matches.
+    """
     if isinstance(key, View):
         return key
     lay = key_layout(m)
+    name = getattr(m, "name", "") or "map"
     if is_struct(lay):
         if isinstance(key, dict) or hasattr(key, "_asdict"):
             return local(lay, key, _temp=True)
-        raise error(f"key of {getattr(m, 'name', 'map')} is a {lay.__name__}: pass a view, dict or {lay.__name__}(...)")
-    return local(lay, key, _temp=True)
+        raise error(f"key of {name} is a {lay.__name__}: pass a view, dict or {lay.__name__}(...)")
+    if isinstance(key, Raw):
+        return local(lay, key, _temp=True)
+    v = as_operand(key)
+    if isinstance(v, Scalar) and v.order == "be":
+        if _raw_key(m):
+            if v.nbytes != lay.size:
+                raise error(f"key of {name} is {lay.size} raw bytes, but the value is a {v.nbytes}-byte "
+                            f"big-endian field (be{v.nbytes * 8})")
+            return local(lay, Raw(v), _temp=True)  # wire bytes, as they are
+        if isinstance(lay, ScalarType) and not lay.is_network_order:
+            raise error(f"key of {name} is a host-order u{lay.size * 8}, but the value is big-endian "
+                        f"(be{v.nbytes * 8}): pass x.value() for its number, or declare the key as "
+                        f"be{lay.size * 8} or {lay.size} raw bytes (key={lay.size}) for its wire bytes")
+    return local(lay, v, _temp=True)
 
 
 def _value_arg(m: Any, value: Any) -> View:

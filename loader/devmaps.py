@@ -13,18 +13,27 @@ inner map's fd is closed (the kernel frees it once no program uses it).
 
 Why outer-map writes run on helper threads: after every update or delete of
 a map-in-map, the kernel waits for an RCU grace period (``synchronize_rcu``,
-~10 ms on this machine) before the syscall returns, so that no program still
-uses a replaced inner map. The write itself is visible to programs *before*
-that wait. Group *removals* are therefore handed to a writer thread and the
-controller only waits until the change is visible (a cheap lookup), never for
-the grace period. A *creation* is written by the controller itself when no
-other outer write is in flight -- the fastest path for the join at hand (no
-thread hand-off, measured ~0.4 ms less at p50); the grace period then delays
-only the events that follow it. While a write is in flight, creations go to
-the writer thread too, so a burst of joins is never serialised on grace
-periods. Inside ``with sync.batch():`` creations and removals
-are queued and written with one BPF_MAP_UPDATE_BATCH / BPF_MAP_DELETE_BATCH.
-Port additions and removals on existing groups are plain devmap writes,
+~10-30 ms on this machine) before the syscall returns, so that no program
+still uses a replaced inner map. The write itself is visible to programs
+*before* that wait. Group *removals* are therefore handed to a writer thread
+and the controller only waits until the change is visible (a cheap lookup),
+never for the grace period. A *creation* is written by the controller itself
+when no other outer write is in flight, or when the controller has been
+quiet (no outer write) for ``QUIET_BEFORE_INLINE`` -- the fastest path for
+the join at hand: measured, a hand-off to a writer thread and polling for
+visibility cost 0.4 ms at p50 and up to 4 ms. The grace period then delays
+only the events that follow it, and after a quiet spell there are rarely
+any; a removal still in its grace period does not matter (its effect is
+already visible; the same group re-created waits for its removal to land).
+During a burst (outer writes in flight, recent activity) creations go to
+the writer thread, so the burst is never serialised on grace periods.
+Inside ``with sync.batch():`` creations and removals are queued and written
+with one BPF_MAP_UPDATE_BATCH / BPF_MAP_DELETE_BATCH.
+
+A join that creates a group costs one syscall on the event's path: each
+known port has a devmap holding just that port made ahead of time
+(``replenish``, when idle), and the outer insert goes through ``ElemWriter``'s
+prebuilt attr. Port additions and removals on existing groups are plain devmap writes,
 which do not wait, and are made immediately.
 """
 
@@ -43,6 +52,7 @@ from pybpfasm import maps, syscall
 
 _PORT = struct.Struct("<I")  # devmap key and value: the ifindex
 VISIBLE_TIMEOUT = 5.0  # seconds: a write not visible by then is an error
+QUIET_BEFORE_INLINE = 0.005  # seconds without outer writes after which a creation is written inline
 SPIN_PAUSE = 20e-6  # seconds between visibility checks (releases the GIL to the writer thread)
 
 
@@ -54,28 +64,35 @@ def new_inner_map(name: str = "mcast_ports") -> maps.DevMapHash:
 
 
 class ElemWriter:
-    """BPF_MAP_UPDATE_ELEM with one preallocated attr and key/value buffers.
+    """BPF_MAP_UPDATE_ELEM with one preallocated attr, key/value buffers and syscall arguments.
 
-    The join path's syscalls without the generic map layer's per-call packing
-    and buffer allocation (~15 us of Python each, measured): the attr points
-    at fixed buffers, a write is two memmoves and the syscall.
+    The join path's syscall without the generic map layer's per-call packing
+    and buffer allocation (~15 us of Python each, measured; more on a cold
+    cache after the controller slept): a write is two memmoves and the call.
     """
+
+    _libc = ctypes.CDLL(None, use_errno=True)
 
     def __init__(self, size: int = 16):
         self._key = ctypes.create_string_buffer(size)
         self._value = ctypes.create_string_buffer(size)
+        self._key_view = memoryview(self._key).cast("B")  # filled by slice assignment: no foreign call
+        self._value_view = memoryview(self._value).cast("B")
         self._attr = syscall.MapElemAttr(key=ctypes.addressof(self._key), value=ctypes.addressof(self._value))
-        self._size = size
+        self._args = (ctypes.c_long(syscall._NR_BPF), ctypes.c_int(int(syscall.Cmd.MAP_UPDATE_ELEM)),
+                      ctypes.byref(self._attr), ctypes.c_uint(ctypes.sizeof(self._attr)))
+        self._call = self._libc.syscall
+        self._call.restype = ctypes.c_long
 
     def update(self, map_fd: int, key: bytes, value: bytes, flags: int = 0) -> None:
-        if len(key) > self._size or len(value) > self._size:
-            raise ValueError("key or value larger than the writer's buffers")
-        ctypes.memmove(self._key, key, len(key))
-        ctypes.memmove(self._value, value, len(value))
+        """Raises ValueError for a key or value longer than the buffers, BPFError from the kernel."""
+        self._key_view[:len(key)] = key
+        self._value_view[:len(value)] = value
         attr = self._attr
         attr.map_fd = map_fd
         attr.flags = flags
-        syscall.bpf(syscall.Cmd.MAP_UPDATE_ELEM, attr)
+        if self._call(*self._args) < 0:
+            raise syscall.bpf_error(syscall.Cmd.MAP_UPDATE_ELEM, ctypes.get_errno())
 
 
 class DevmapSync:
@@ -89,6 +106,7 @@ class DevmapSync:
         self._insert: dict[bytes, maps.Map] = {}  # filled inner maps not yet in the outer map
         self._delete: set[bytes] = set()  # empty groups still in the outer map
         self._pending: list[Future] = []
+        self._last_flush = 0.0  # time.monotonic() of the last flush that wrote creations or removals
         self._removing: dict[bytes, Future] = {}  # outer deletes submitted, maybe not visible yet
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="outer-map-writer")
         self._depth = 0
@@ -150,7 +168,10 @@ class DevmapSync:
         if self._insert:
             pending, self._insert = list(self._insert.items()), {}
             self.outer_writes += 1
-            if self.inline_inserts and not self._pending:
+            now = time.monotonic()
+            quiet = now - self._last_flush >= QUIET_BEFORE_INLINE
+            self._last_flush = now
+            if self.inline_inserts and (quiet or not self._pending):
                 # nothing in flight: write here; the group is live when the update is done,
                 # the grace period that follows only delays the next event
                 self._mark("outer_start")
@@ -172,6 +193,7 @@ class DevmapSync:
                 for group, _ in pending:
                     self.group_stats.update(group, {})  # zero on every CPU
         if self._delete:
+            self._last_flush = time.monotonic()
             gone, self._delete = list(self._delete), set()
             closing = [self.inner.pop(g) for g in gone]
             if self.group_stats is not None:
@@ -223,6 +245,12 @@ class DevmapSync:
                 raise
             self._prefilled[port] = inner
 
+    def retain_prefilled(self, ports: Iterable[int]) -> None:
+        """Drop the ready-made devmaps of ports that are gone (the port list changed)."""
+        keep = set(ports)
+        for port in [p for p in self._prefilled if p not in keep]:
+            self._prefilled.pop(port).close()
+
     def _remove_groups(self, gone: list[bytes], inners: list[maps.Map]) -> None:
         try:
             self.groups.delete_batch(gone)
@@ -254,7 +282,6 @@ class DevmapSync:
             self.remove_port(group, port)
 
     def add_port(self, group: bytes, port: int) -> None:
-        self._mark("add_port")
         ports = self.ports.get(group)
         if ports is not None:
             if port not in ports:

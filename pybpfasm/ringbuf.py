@@ -207,11 +207,18 @@ class RingBuffer:
         if out is None:
             out = []
         size = fmt.size
-        stride = _round8(HEADER_SIZE + size)
-        rec = _record_struct(fmt, stride)
+        stride = (HEADER_SIZE + size + 7) & ~7
         cons_view, prod_pos, mask, data = self._cons_view, self._prod_pos, self.mask, self._data
-        append = out.append
         cons = cons_view[0]
+        if prod_pos[0] - cons == stride:  # a lone record, the usual wake-up: the shortest path
+            off = cons & mask
+            if self._words[off >> 2] == size:  # committed, not discarded, of our size
+                out.append(fmt.unpack_from(data, off + HEADER_SIZE))
+                cons_view[0] = cons + stride  # release
+                self.records_seen += 1
+                return out
+        rec = _record_struct(fmt, stride)
+        append = out.append
         handled = 0
         while True:
             prod = prod_pos[0]

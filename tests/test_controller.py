@@ -261,3 +261,70 @@ def test_controller_applies_split_records_through_the_real_program(kernel):
         prog.close()
         for x in m.values():
             x.close()
+
+
+def test_new_group_uses_a_prefilled_devmap(kernel):
+    """The join path: the port's devmap is made ahead of time, the outer insert is the only syscall."""
+    import socket as so
+
+    from loader.devmaps import DevmapSync
+    from loader.instance import create_maps
+
+    m = create_maps()
+    sync = DevmapSync(m["groups"], m.get("group_stats"))
+    lo = so.if_nametoindex("lo")
+    group = so.inet_aton("239.8.8.9")
+    try:
+        sync.replenish([lo])
+        prefilled = sync._prefilled[lo]
+        assert {int.from_bytes(k, "little") for k in prefilled.keys_raw()} == {lo}
+        sync.add_port(group, lo)
+        assert sync.inner[group] is prefilled
+        assert sync.kernel_view() == {group: {lo}}
+        sync.remove_port(group, lo)  # removal on a writer thread, still in its grace period...
+        sync.add_port(group, lo)  # ...when the group is joined again: not prefilled now, spare filled inline
+        assert sync.kernel_view() == {group: {lo}}
+        sync.replenish([lo])
+        sync.retain_prefilled([])  # the port went away: its ready-made devmap goes too
+        assert not sync._prefilled
+    finally:
+        sync.close()
+        for x in m.values():
+            x.close()
+
+
+def test_elem_writer_reports_kernel_errors(kernel):
+    from loader.devmaps import ElemWriter, new_inner_map
+    from pybpfasm.syscall import BPFError
+
+    inner = new_inner_map("writer_test")
+    try:
+        writer = ElemWriter()
+        writer.update(int(inner.fd), (1).to_bytes(4, "little"), (1).to_bytes(4, "little"))
+        assert [int.from_bytes(k, "little") for k in inner.keys_raw()] == [1]
+        with pytest.raises(BPFError):
+            writer.update(int(inner.fd), (0x7FFFFFF0).to_bytes(4, "little"), (0x7FFFFFF0).to_bytes(4, "little"))
+    finally:
+        inner.close()
+
+
+def test_short_slice_is_per_thread_and_best_effort(kernel):
+    import threading
+
+    from loader.controller import request_short_slice
+
+    result: list[tuple[bool, str]] = []
+
+    def run() -> None:
+        ok = request_short_slice(100)
+        path = f"/proc/self/task/{threading.get_native_id()}/sched"
+        text = open(path).read() if os.path.exists(path) else ""
+        result.append((ok, text))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    ok, text = result[0]
+    assert isinstance(ok, bool)
+    if ok and "se.slice" in text:
+        assert int(text.split("se.slice")[1].split(":")[1].split()[0]) == 100_000

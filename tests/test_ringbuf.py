@@ -246,3 +246,25 @@ def test_rejects_non_power_of_two(kernel):
 
     with pytest.raises(RingBufferError):
         RingBuffer(-1, max_entries=3000)
+
+
+def test_lone_records_take_the_short_path_across_the_wrap(ring):
+    """One record per wake-up (the usual join) decodes alone, also where it wraps past the ring's end."""
+    _, _, prog, rb = ring(size=4096)
+    fmt = struct.Struct("<QQ")
+    seen: list[tuple] = []
+    for _ in range(600):  # 24-byte strides: the records straddle the end of the 4096-byte ring
+        prog.test_run(PKT)
+        got = rb.decode(fmt)
+        assert len(got) == 1
+        seen.extend(got)
+    assert seen == [(i, 3 * i) for i in range(600)]
+    assert rb.available() == 0 and rb.records_seen == 600
+
+
+def test_lone_discarded_or_odd_record_is_not_decoded_as_ours(ring):
+    _, _, prog, rb = ring(size=4096, discard_every=2)
+    fmt = struct.Struct("<QQ")
+    out = [t for _ in range(20) for t in (prog.test_run(PKT), rb.decode(fmt))[1]]
+    assert out == [(i, 3 * i) for i in range(20) if i % 2]
+    assert rb.discarded == 10

@@ -51,7 +51,20 @@ from pybpfasm.dsl import (
     xdp,
 )
 from pybpfasm.dsl import Any as AnyOf
-from pybpfasm.headers import ETH_P_IP, IGMP, IPPROTO_IGMP, Ethernet, IGMPv3GroupRecord, IGMPv3Report, IPv4
+from pybpfasm.headers import (
+    ETH_P_IP,
+    IGMP,
+    IGMP_LEAVE,
+    IGMP_QUERY,
+    IGMPV1_REPORT,
+    IGMPV2_REPORT,
+    IGMPV3_REPORT,
+    IPPROTO_IGMP,
+    Ethernet,
+    IGMPv3GroupRecord,
+    IGMPv3Report,
+    IPv4,
+)
 from pybpfasm.layout import Struct
 from pybpfasm.program import Program
 
@@ -130,10 +143,10 @@ def program(events: Any, stats: Any, groups: Any, scratch: Any, *, pass_unknown:
 
         msg = igmp.at(0, IGMP)
         kind = msg.type
-        with If(AnyOf(kind == 0x12, kind == 0x16, kind == 0x17)):
+        with If(AnyOf(kind == IGMPV1_REPORT, kind == IGMPV2_REPORT, kind == IGMP_LEAVE)):
             with If(msg.group & 0xF0000000 != 0xE0000000):
                 Return(counted(S.BAD_GROUP)())
-        with If(AnyOf(kind == 0x11, kind == 0x12, kind == 0x16, kind == 0x17)):
+        with If(AnyOf(kind == IGMP_QUERY, kind == IGMPV1_REPORT, kind == IGMPV2_REPORT, kind == IGMP_LEAVE)):
             with reserve(events, IgmpEvent) as e:
                 e.ifindex = pkt.ifindex
                 e.host = ip.saddr
@@ -147,7 +160,7 @@ def program(events: Any, stats: Any, groups: Any, scratch: Any, *, pass_unknown:
             with Else():
                 add(stats, S.EVENTS_LOST)
             Return(XDP_DROP)
-        with If(kind != 0x22):
+        with If(kind != IGMPV3_REPORT):
             Return(counted(S.UNKNOWN_TYPE)())
 
         # IGMPv3 report, pass 1: every record inside the message, at its true stride
@@ -208,7 +221,7 @@ def program(events: Any, stats: Any, groups: Any, scratch: Any, *, pass_unknown:
                 e.ifindex = pkt.ifindex
                 e.host = host
                 e.group = rec.group
-                e.igmp_type = 0x22
+                e.igmp_type = IGMPV3_REPORT
                 e.record_type = rtype
                 e.nsrcs = nsrcs
                 e.first = first

@@ -55,8 +55,7 @@ class Asm:
         self("exit")
 
     def resolve(self) -> list[isa.Instruction]:
-        # resolved jumps keep their Label ref; drop it so a loader does not resolve twice
-        return [i.with_(ref=None) if isinstance(i.ref, Label) else i for i in self.b.resolve()]
+        return self.b.resolve()
 
 
 PKT = bytes(64)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .. import introspect, syscall
-from .prog import add_output_flags, show_objects
+from .prog import add_show_parsers, show_objects
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -41,12 +41,7 @@ def _pin(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     link = subparsers.add_parser("link", help="list, show, pin and detach BPF links (like bpftool link)")
     sub = link.add_subparsers(dest="link_command", metavar="{list,show,detach,pin}")
-    for name in ("list", "show"):
-        p = sub.add_parser(name, help="show links (all, or the one a selector names)")
-        p.add_argument("selector", nargs="*", metavar="SELECTOR", help="id N | pinned PATH")
-        p.add_argument("-f", "--bpffs", action="store_true", help="also show pinned paths under /sys/fs/bpf")
-        add_output_flags(p)
-        p.set_defaults(func=_show)
+    add_show_parsers(sub, "link", "id N | pinned PATH")
     p = sub.add_parser("detach", help="detach a link from its hook")
     p.add_argument("selector", nargs=2, metavar="SELECTOR", help="id N | pinned PATH")
     p.set_defaults(func=_detach)

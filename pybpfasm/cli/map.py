@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import introspect, syscall
 from ..errors import UserError
-from .prog import add_output_flags, emit_json, show_objects, wants_json
+from .prog import add_output_flags, add_show_parsers, emit_json, show_objects, wants_json
 
 PER_CPU_TYPES = {syscall.MapType.PERCPU_HASH, syscall.MapType.PERCPU_ARRAY, syscall.MapType.LRU_PERCPU_HASH,
                  syscall.MapType.PERCPU_CGROUP_STORAGE}
@@ -320,12 +320,7 @@ def _show(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     mp = subparsers.add_parser("map", help="inspect and edit BPF maps (like bpftool map)")
     sub = mp.add_subparsers(dest="map_command", metavar="{list,show,dump,lookup,update,delete,getnext}")
-    for name in ("list", "show"):
-        p = sub.add_parser(name, help="show maps (all, or those a selector names)")
-        p.add_argument("selector", nargs="*", metavar="SELECTOR", help="id N | pinned PATH | name NAME")
-        p.add_argument("-f", "--bpffs", action="store_true", help="also show pinned paths under /sys/fs/bpf")
-        add_output_flags(p)
-        p.set_defaults(func=_show)
+    add_show_parsers(sub, "map", "id N | pinned PATH | name NAME")
     usage = {
         "dump": ("print every entry", "MAP"),
         "lookup": ("print one entry", "MAP key [hex] BYTES"),

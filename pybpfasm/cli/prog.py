@@ -46,6 +46,17 @@ def show_objects(kind: str, args: argparse.Namespace) -> int:
     return 0
 
 
+def add_show_parsers(sub: argparse._SubParsersAction, kind: str, selectors: str) -> None:
+    """``KIND list|show [SELECTOR] [-f] [-j|-p]``, the same for programs, maps and links (as in bpftool)."""
+    plural = {"prog": "programs", "map": "maps", "link": "links"}[kind]
+    for name in ("list", "show"):
+        p = sub.add_parser(name, help=f"show {plural} (all, or those a selector names)")
+        p.add_argument("selector", nargs="*", metavar="SELECTOR", help=selectors)
+        p.add_argument("-f", "--bpffs", action="store_true", help="also show pinned paths under /sys/fs/bpf")
+        add_output_flags(p)
+        p.set_defaults(func=lambda args: show_objects(kind, args))
+
+
 def _show(args: argparse.Namespace) -> int:
     return show_objects("prog", args)
 
@@ -53,11 +64,5 @@ def _show(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     prog = subparsers.add_parser("prog", help="list and show loaded BPF programs (like bpftool prog)")
     sub = prog.add_subparsers(dest="prog_command", metavar="{list,show}")
-    for name in ("list", "show"):
-        p = sub.add_parser(name, help="show programs (all, or those a selector names)")
-        p.add_argument("selector", nargs="*", metavar="SELECTOR",
-                       help="id N | pinned PATH | name NAME | tag TAG")
-        p.add_argument("-f", "--bpffs", action="store_true", help="also show pinned paths under /sys/fs/bpf")
-        add_output_flags(p)
-        p.set_defaults(func=_show)
+    add_show_parsers(sub, "prog", "id N | pinned PATH | name NAME | tag TAG")
     prog.set_defaults(func=_show, selector=None, bpffs=False, json=False, pretty=False)
